@@ -1,0 +1,244 @@
+// SPDX-License-Identifier: MIT
+#include "wire/codec.h"
+
+#include <flatbuffers/flatbuffers.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+namespace debra::wire {
+
+namespace {
+
+// A Message has no nested tables, so a legitimate buffer verifies with depth 1 and one table. The
+// small bounds are a second line of defence: verification of one Message is O(1) whatever the
+// input, since vectors and strings are bounds-checked, not walked.
+constexpr flatbuffers::uoffset_t kVerifierMaxDepth = 4;
+constexpr flatbuffers::uoffset_t kVerifierMaxTables = 8;
+
+// FLATBUFFERS_MIN_BUFFER_SIZE spelled with qualified names (the macro needs them in scope): a root
+// offset, a table's vtable offset and the two vtable header fields.
+constexpr std::size_t kMinBufferSize =
+    sizeof(flatbuffers::uoffset_t) + sizeof(flatbuffers::soffset_t) + 2 * sizeof(flatbuffers::voffset_t);
+
+// The thread's builder keeps its capacity between frames; after a frame larger than this it is
+// released so that one big message does not pin megabytes per thread for good.
+constexpr std::size_t kBuilderRetainLimit = 256 * 1024;
+
+// A FrameReader whose consumed bytes are all gone keeps at most this much capacity, so a stream
+// that once carried a 4 MiB frame does not hold 4 MiB for the rest of its life.
+constexpr std::size_t kReaderRetainLimit = 256 * 1024;
+
+flatbuffers::FlatBufferBuilder& builder() {
+  thread_local flatbuffers::FlatBufferBuilder fbb(1024);
+  fbb.Clear();
+  return fbb;
+}
+
+// Prefixes the finished buffer in fbb and copies both into one frame.
+Frame finish(flatbuffers::FlatBufferBuilder& fbb, flatbuffers::Offset<Debra::Message> root) {
+  fbb.Finish(root);  // no file identifier: the original debra clients neither send nor expect one
+  const std::size_t size = fbb.GetSize();
+  Frame frame(kLengthPrefixSize + size);
+  write_length_prefix(frame.data(), size);
+  std::memcpy(frame.data() + kLengthPrefixSize, fbb.GetBufferPointer(), size);
+  if (size > kBuilderRetainLimit) fbb.Reset();
+  return frame;
+}
+
+// A ClientToClient message, legacy layout. The original debra reads message_type, client_id,
+// for_client and message; they are written even when they equal their defaults, and message is
+// written even when empty, because an original peer may unwrap it unconditionally.
+Frame encode_client_message(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
+                            std::span<const std::uint8_t> payload) {
+  auto& fbb = builder();
+  const auto message = fbb.CreateVector(payload.data(), payload.size());
+  Debra::MessageBuilder mb(fbb);
+  mb.add_message_id(message_id);  // native only; absent when 0, as a legacy sender leaves it
+  fbb.ForceDefaults(true);
+  mb.add_message(message);
+  mb.add_client_id(client_id);
+  mb.add_for_client(for_client);
+  mb.add_message_type(MessageType::ClientToClient);
+  fbb.ForceDefaults(false);
+  return finish(fbb, mb.Finish());
+}
+
+// A string field is written only when non-empty; decoding an absent one gives an empty view.
+flatbuffers::Offset<flatbuffers::String> optional_string(flatbuffers::FlatBufferBuilder& fbb,
+                                                         std::string_view text) {
+  if (text.empty()) return 0;
+  return fbb.CreateString(text.data(), text.size());
+}
+
+// Vector and String accessors are member calls on types aligned to 4; reading the length with
+// ReadScalar keeps decode() free of misaligned member access when a caller's body is not aligned.
+std::span<const std::uint8_t> bytes_of(const flatbuffers::Vector<std::uint8_t>* vec) {
+  if (vec == nullptr) return {};
+  const auto* raw = reinterpret_cast<const std::uint8_t*>(vec);
+  const auto size = flatbuffers::ReadScalar<flatbuffers::uoffset_t>(raw);
+  return {raw + sizeof(flatbuffers::uoffset_t), size};
+}
+
+std::string_view text_of(const flatbuffers::String* str) {
+  if (str == nullptr) return {};
+  const auto* raw = reinterpret_cast<const char*>(str);
+  const auto size = flatbuffers::ReadScalar<flatbuffers::uoffset_t>(raw);
+  return {raw + sizeof(flatbuffers::uoffset_t), size};
+}
+
+std::string_view name_or_unknown(const char* name) {
+  // The generated EnumName* functions return "" for values outside the enum.
+  if (name == nullptr || *name == '\0') return "unknown";
+  return name;
+}
+
+}  // namespace
+
+std::string_view to_string(ErrorCode code) { return name_or_unknown(Debra::EnumNameErrorCode(code)); }
+
+std::string_view to_string(DeliveryStatus status) { return name_or_unknown(Debra::EnumNameStatus(status)); }
+
+std::string_view to_string(MessageType type) { return name_or_unknown(Debra::EnumNameMessageType(type)); }
+
+Result<Message, ProtocolFault> decode(std::span<const std::uint8_t> body) {
+  if (body.size() < kMinBufferSize) {
+    return Unexpected{ProtocolFault{ErrorCode::ProtocolError,
+                                    "frame body of " + std::to_string(body.size()) +
+                                        " bytes is too short to be a FlatBuffer"}};
+  }
+  // The Verifier asserts on buffers of 2 GiB and more instead of rejecting them.
+  if (body.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) {
+    return Unexpected{ProtocolFault{ErrorCode::ProtocolError,
+                                    "frame body of " + std::to_string(body.size()) +
+                                        " bytes exceeds the FlatBuffers size limit"}};
+  }
+  flatbuffers::Verifier::Options options;
+  options.max_depth = kVerifierMaxDepth;
+  options.max_tables = kVerifierMaxTables;
+  flatbuffers::Verifier verifier(body.data(), body.size(), options);
+  if (!Debra::VerifyMessageBuffer(verifier)) {
+    return Unexpected{ProtocolFault{ErrorCode::ProtocolError,
+                                    "frame body of " + std::to_string(body.size()) +
+                                        " bytes is not a valid Debra.Message FlatBuffer"}};
+  }
+  // Not Debra::GetMessage(): it loads the root offset with a plain dereference, a misaligned load
+  // when the body starts at an odd offset (as FrameReader bodies may). ReadScalar tolerates that.
+  const auto* root = reinterpret_cast<const Debra::Message*>(
+      body.data() + flatbuffers::ReadScalar<flatbuffers::uoffset_t>(body.data()));
+  Message msg;
+  msg.type = root->message_type();
+  msg.client_id = root->client_id();
+  msg.for_client = root->for_client();
+  msg.payload = bytes_of(root->message());
+  msg.message_id = root->message_id();
+  msg.status = root->status();
+  msg.error_code = root->error_code();
+  msg.reason = text_of(root->reason());
+  msg.protocol_version = root->protocol_version();
+  msg.max_frame_size = root->max_frame_size();
+  msg.delivery_lanes = root->delivery_lanes();
+  return msg;
+}
+
+FrameReader::FrameReader(std::uint32_t max_frame_size) : max_frame_size_(max_frame_size) {}
+
+void FrameReader::append(std::span<const std::uint8_t> bytes) {
+  // Compaction happens here rather than in next(): the span next() returned is invalidated by
+  // append() anyway, and compacting only once the consumed part is the larger half keeps the cost
+  // of moving bytes proportional to the bytes consumed, i.e. amortised O(1) per byte.
+  if (read_ == buffer_.size()) {
+    buffer_.clear();
+    read_ = 0;
+    if (buffer_.capacity() > kReaderRetainLimit && bytes.size() <= kReaderRetainLimit) {
+      std::vector<std::uint8_t>().swap(buffer_);
+    }
+  } else if (read_ > buffer_.size() / 2) {
+    buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(read_));
+    read_ = 0;
+  }
+  buffer_.insert(buffer_.end(), bytes.begin(), bytes.end());
+}
+
+Result<std::optional<std::span<const std::uint8_t>>, ProtocolFault> FrameReader::next() {
+  const std::size_t available = buffer_.size() - read_;
+  if (available < kLengthPrefixSize) return std::optional<std::span<const std::uint8_t>>{};
+  const std::uint64_t length = read_length_prefix(buffer_.data() + read_);
+  if (length > max_frame_size_) {
+    return Unexpected{ProtocolFault{ErrorCode::FrameTooLarge,
+                                    "frame length " + std::to_string(length) +
+                                        " exceeds the maximum frame size " +
+                                        std::to_string(max_frame_size_)}};
+  }
+  if (available - kLengthPrefixSize < length) return std::optional<std::span<const std::uint8_t>>{};
+  const std::uint8_t* body = buffer_.data() + read_ + kLengthPrefixSize;
+  read_ += kLengthPrefixSize + static_cast<std::size_t>(length);
+  return std::optional<std::span<const std::uint8_t>>{std::span<const std::uint8_t>(body, length)};
+}
+
+Frame encode_registration(std::int32_t client_id) {
+  auto& fbb = builder();
+  Debra::MessageBuilder mb(fbb);
+  mb.add_client_id(client_id);
+  mb.add_message_type(MessageType::ClientRegistration);  // the default: absent, as the original sends it
+  return finish(fbb, mb.Finish());
+}
+
+Frame encode_client_to_client(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
+                              std::span<const std::uint8_t> payload) {
+  return encode_client_message(client_id, for_client, message_id, payload);
+}
+
+SharedFrame encode_delivery(std::int32_t sender, std::int32_t recipient, std::uint64_t message_id,
+                            std::span<const std::uint8_t> payload) {
+  return std::make_shared<const Frame>(encode_client_message(sender, recipient, message_id, payload));
+}
+
+Frame encode_welcome(std::int32_t client_id, std::uint32_t max_frame_size, std::uint32_t delivery_lanes) {
+  auto& fbb = builder();
+  Debra::MessageBuilder mb(fbb);
+  mb.add_client_id(client_id);
+  mb.add_protocol_version(kProtocolVersion);
+  mb.add_max_frame_size(max_frame_size);
+  mb.add_delivery_lanes(delivery_lanes);
+  mb.add_message_type(MessageType::Welcome);
+  return finish(fbb, mb.Finish());
+}
+
+Frame encode_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code,
+                   std::string_view reason) {
+  auto& fbb = builder();
+  const auto reason_offset = optional_string(fbb, reason);
+  Debra::MessageBuilder mb(fbb);
+  mb.add_message_id(message_id);
+  mb.add_reason(reason_offset);
+  mb.add_error_code(error_code);
+  mb.add_status(status);
+  mb.add_message_type(MessageType::Reply);
+  return finish(fbb, mb.Finish());
+}
+
+Frame encode_error(ErrorCode code, std::string_view reason) {
+  auto& fbb = builder();
+  const auto reason_offset = optional_string(fbb, reason);
+  Debra::MessageBuilder mb(fbb);
+  mb.add_reason(reason_offset);
+  mb.add_error_code(code);
+  mb.add_message_type(MessageType::Error);
+  return finish(fbb, mb.Finish());
+}
+
+void write_length_prefix(std::uint8_t* out, std::uint64_t length) {
+  for (std::size_t i = 0; i < kLengthPrefixSize; ++i) {
+    out[i] = static_cast<std::uint8_t>(length >> (8 * (kLengthPrefixSize - 1 - i)));
+  }
+}
+
+std::uint64_t read_length_prefix(const std::uint8_t* in) {
+  std::uint64_t length = 0;
+  for (std::size_t i = 0; i < kLengthPrefixSize; ++i) length = (length << 8) | in[i];
+  return length;
+}
+
+}  // namespace debra::wire

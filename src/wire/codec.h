@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: MIT
+//
+// The debra wire format, free of I/O: the 8-byte big-endian length prefix, FlatBuffers verification
+// and decoding of Debra.Message, and encoders for every frame the router and the clients send.
+// Both protocol modes share this framing; see docs/protocol.md.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "debra_generated.h"
+#include "util/result.h"
+
+namespace debra::wire {
+
+using MessageType = Debra::MessageType;
+using DeliveryStatus = Debra::Status;
+using ErrorCode = Debra::ErrorCode;
+
+inline constexpr std::size_t kLengthPrefixSize = 8;
+inline constexpr std::uint32_t kProtocolVersion = 1;
+inline constexpr std::string_view kAlpn = "debra/1";
+// The default largest frame body (prefix excluded) a peer accepts: room for a 4 MiB payload and
+// the envelope around it.
+inline constexpr std::uint32_t kDefaultMaxFrameSize = 4 * 1024 * 1024 + 1024;
+// What a FlatBuffers envelope around a payload costs at most, excluding the reason string.
+inline constexpr std::size_t kMaxEnvelopeOverhead = 128;
+
+// ProtocolFault: a peer's violation of the protocol. code goes on the wire (Error frame, rejecting
+// Reply, or QUIC application close code); reason is for humans and logs.
+struct ProtocolFault {
+  ErrorCode code = ErrorCode::ProtocolError;
+  std::string reason;
+};
+
+std::string_view to_string(ErrorCode code);
+std::string_view to_string(DeliveryStatus status);
+std::string_view to_string(MessageType type);
+
+// Frame: one encoded frame, length prefix included, ready to be written to a stream. Immutable once
+// built and shared between the queues it is written from, so one encoding serves every recipient.
+using Frame = std::vector<std::uint8_t>;
+using SharedFrame = std::shared_ptr<const Frame>;
+
+// Message: a decoded Debra.Message. Spans and views point into the frame body given to decode() and
+// are valid only as long as it is. Absent fields read as their schema defaults (0, empty).
+struct Message {
+  MessageType type = MessageType::ClientRegistration;
+  std::int32_t client_id = 0;
+  std::int32_t for_client = 0;
+  std::span<const std::uint8_t> payload;
+  std::uint64_t message_id = 0;
+  DeliveryStatus status = DeliveryStatus::Accepted;
+  ErrorCode error_code = ErrorCode::NoError;
+  std::string_view reason;
+  std::uint32_t protocol_version = 0;
+  std::uint32_t max_frame_size = 0;
+  std::uint32_t delivery_lanes = 0;
+};
+
+// Verifies body as a Debra.Message FlatBuffer and decodes it. Fails with ProtocolError for anything
+// the FlatBuffers verifier rejects; the message_type is returned as sent, unchecked (an unknown type is
+// the caller's decision). Never reads outside body.
+Result<Message, ProtocolFault> decode(std::span<const std::uint8_t> body);
+
+// FrameReader: reassembles frames from the bytes of one stream, which arrive in arbitrary pieces.
+// Owned by one stream; not thread-safe.
+class FrameReader {
+ public:
+  explicit FrameReader(std::uint32_t max_frame_size = kDefaultMaxFrameSize);
+
+  // Appends bytes received on the stream; copies them.
+  void append(std::span<const std::uint8_t> bytes);
+
+  // Returns the body of the next complete frame, nullopt when more bytes are needed, or
+  // FrameTooLarge as soon as a length prefix above max_frame_size is seen (the body is not awaited).
+  // The span stays valid until the next call of append() or next().
+  Result<std::optional<std::span<const std::uint8_t>>, ProtocolFault> next();
+
+  // Bytes held that do not yet form a complete frame; non-zero at end of stream means a truncated
+  // frame (a length prefix that promised more than was sent).
+  std::size_t buffered() const { return buffer_.size() - read_; }
+
+  std::uint32_t max_frame_size() const { return max_frame_size_; }
+
+ private:
+  std::vector<std::uint8_t> buffer_;
+  std::size_t read_ = 0;  // offset of the first unconsumed byte in buffer_
+  std::uint32_t max_frame_size_;
+};
+
+// Encoders. Each returns a whole frame (prefix + body).
+Frame encode_registration(std::int32_t client_id);
+// A message from a client to the router. Legacy clients leave message_id 0.
+Frame encode_client_to_client(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
+                              std::span<const std::uint8_t> payload);
+// The router's delivery of a message: client_id is the router-stamped sender. Readable by both legacy
+// and native recipients, so the router encodes each message once.
+SharedFrame encode_delivery(std::int32_t sender, std::int32_t recipient, std::uint64_t message_id,
+                            std::span<const std::uint8_t> payload);
+Frame encode_welcome(std::int32_t client_id, std::uint32_t max_frame_size, std::uint32_t delivery_lanes);
+Frame encode_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code,
+                   std::string_view reason);
+Frame encode_error(ErrorCode code, std::string_view reason);
+
+// Writes/reads the 8-byte big-endian length prefix.
+void write_length_prefix(std::uint8_t* out, std::uint64_t length);
+std::uint64_t read_length_prefix(const std::uint8_t* in);
+
+}  // namespace debra::wire
