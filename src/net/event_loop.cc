@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: MIT
+#include "net/event_loop.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
+
+namespace debra::net {
+
+Timestamp monotonic_now() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<Timestamp>(ts.tv_sec) * 1'000'000'000ULL + static_cast<Timestamp>(ts.tv_nsec);
+}
+
+EventLoop::EventLoop() {
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epoll_fd_ < 0 || timer_fd_ < 0 || wake_fd_ < 0) {
+    // Out of file descriptors at construction: nothing sensible can run.
+    throw std::runtime_error(std::string("event loop: ") + std::strerror(errno));
+  }
+  for (int fd : {timer_fd_, wake_fd_}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  }
+  now_ = monotonic_now();
+}
+
+EventLoop::~EventLoop() {
+  close(wake_fd_);
+  close(timer_fd_);
+  close(epoll_fd_);
+}
+
+void EventLoop::add_reader(int fd, Callback on_readable) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  readers_[fd] = std::move(on_readable);
+}
+
+void EventLoop::remove_reader(int fd) {
+  epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+  readers_.erase(fd);
+}
+
+EventLoop::TimerId EventLoop::add_timer(Timestamp deadline, Callback callback) {
+  TimerId id = next_timer_id_++;
+  auto it = timers_.emplace(deadline, id);
+  timer_callbacks_.emplace(id, std::make_pair(it, std::move(callback)));
+  return id;
+}
+
+void EventLoop::cancel_timer(TimerId id) {
+  auto it = timer_callbacks_.find(id);
+  if (it == timer_callbacks_.end()) return;
+  timers_.erase(it->second.first);
+  timer_callbacks_.erase(it);
+}
+
+std::uint64_t EventLoop::add_before_sleep(Callback hook) {
+  before_sleep_.emplace_back(next_hook_id_, std::move(hook));
+  return next_hook_id_++;
+}
+
+void EventLoop::remove_before_sleep(std::uint64_t id) {
+  std::erase_if(before_sleep_, [id](const auto& entry) { return entry.first == id; });
+}
+
+void EventLoop::post(Callback callback) {
+  {
+    std::lock_guard lock(posted_mutex_);
+    posted_.push_back(std::move(callback));
+  }
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto n = write(wake_fd_, &one, sizeof one);
+}
+
+void EventLoop::stop() {
+  post([this] { stop_requested_ = true; });
+}
+
+void EventLoop::arm_timerfd() {
+  Timestamp deadline = timers_.empty() ? 0 : timers_.begin()->first;
+  if (deadline == armed_deadline_) return;
+  armed_deadline_ = deadline;
+  itimerspec spec{};
+  if (deadline != 0) {
+    // An absolute deadline already in the past fires at once, as it should.
+    spec.it_value.tv_sec = static_cast<time_t>(deadline / 1'000'000'000ULL);
+    spec.it_value.tv_nsec = static_cast<long>(deadline % 1'000'000'000ULL);
+  }
+  timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &spec, nullptr);
+}
+
+void EventLoop::run_due_timers() {
+  // Collect first: a callback may add or cancel timers.
+  std::vector<Callback> due;
+  while (!timers_.empty() && timers_.begin()->first <= now_) {
+    TimerId id = timers_.begin()->second;
+    timers_.erase(timers_.begin());
+    auto it = timer_callbacks_.find(id);
+    due.push_back(std::move(it->second.second));
+    timer_callbacks_.erase(it);
+  }
+  for (auto& callback : due) callback();
+}
+
+void EventLoop::run_posted() {
+  std::vector<Callback> batch;
+  {
+    std::lock_guard lock(posted_mutex_);
+    batch.swap(posted_);
+  }
+  for (auto& callback : batch) callback();
+}
+
+void EventLoop::run() {
+  running_ = true;
+  std::array<epoll_event, 64> events{};
+  while (!stop_requested_) {
+    // By index: a hook may add or remove hooks.
+    for (std::size_t i = 0; i < before_sleep_.size(); ++i) {
+      auto hook = before_sleep_[i].second;
+      hook();
+    }
+    arm_timerfd();
+    int n = epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), -1);
+    now_ = monotonic_now();
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    for (int i = 0; i < n; ++i) {
+      int fd = events[static_cast<std::size_t>(i)].data.fd;
+      if (fd == timer_fd_) {
+        std::uint64_t expirations;
+        [[maybe_unused]] auto r = read(timer_fd_, &expirations, sizeof expirations);
+        armed_deadline_ = 0;
+      } else if (fd == wake_fd_) {
+        std::uint64_t count;
+        [[maybe_unused]] auto r = read(wake_fd_, &count, sizeof count);
+        run_posted();
+      } else if (auto it = readers_.find(fd); it != readers_.end()) {
+        // Copy: the callback may remove its own reader.
+        Callback callback = it->second;
+        callback();
+      }
+    }
+    run_due_timers();
+  }
+  running_ = false;
+  stop_requested_ = false;
+}
+
+}  // namespace debra::net

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace debra::net {
+
+// Timestamp: nanoseconds of CLOCK_MONOTONIC, the unit ngtcp2 uses.
+using Timestamp = std::uint64_t;
+Timestamp monotonic_now();
+
+// EventLoop: a thin epoll loop for one thread: readable file descriptors, timers with nanosecond
+// resolution (QUIC pacing gaps are microseconds), before-sleep hooks that flush batched writes, and
+// post() for work handed over from other threads. Everything but post() and stop() must be called
+// from the loop's thread.
+class EventLoop {
+ public:
+  using TimerId = std::uint64_t;
+  using Callback = std::function<void()>;
+
+  EventLoop();
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // Calls on_readable whenever fd is readable (level-triggered). fd stays owned by the caller.
+  void add_reader(int fd, Callback on_readable);
+  void remove_reader(int fd);
+
+  // Calls callback once at deadline (or soon after). Returns an id for cancel_timer.
+  TimerId add_timer(Timestamp deadline, Callback callback);
+  // Cancels a pending timer; a no-op for an id that already fired or was cancelled.
+  void cancel_timer(TimerId id);
+
+  // Runs hook before every wait, after all ready events were handled. Returns an id for
+  // remove_before_sleep.
+  std::uint64_t add_before_sleep(Callback hook);
+  void remove_before_sleep(std::uint64_t id);
+
+  // Runs callback on the loop thread soon. Thread-safe.
+  void post(Callback callback);
+
+  // Runs until stop(). stop() is thread-safe and may be called from any thread or a signal-safe
+  // context through post().
+  void run();
+  void stop();
+
+  // The time cached at the start of the current iteration; cheaper than a clock read per packet.
+  Timestamp now() const { return now_; }
+
+ private:
+  void arm_timerfd();
+  void run_due_timers();
+  void run_posted();
+
+  int epoll_fd_ = -1;
+  int timer_fd_ = -1;
+  int wake_fd_ = -1;
+  bool running_ = false;
+  Timestamp now_ = 0;
+  Timestamp armed_deadline_ = 0;
+  TimerId next_timer_id_ = 1;
+  std::multimap<Timestamp, TimerId> timers_;
+  std::unordered_map<TimerId, std::pair<std::multimap<Timestamp, TimerId>::iterator, Callback>> timer_callbacks_;
+  std::unordered_map<int, Callback> readers_;
+  std::vector<std::pair<std::uint64_t, Callback>> before_sleep_;
+  std::uint64_t next_hook_id_ = 1;
+  std::mutex posted_mutex_;
+  std::vector<Callback> posted_;
+  bool stop_requested_ = false;
+};
+
+}  // namespace debra::net

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <vector>
+
+#include "net/address.h"
+#include "util/result.h"
+
+namespace debra::net {
+
+// Datagram: one received UDP datagram. data points into the socket's receive buffers and is valid
+// only during the callback that receives it.
+struct Datagram {
+  std::span<const std::uint8_t> data;
+  const Address& remote;
+  const Address& local;  // the address it was sent to (IP_PKTINFO), so replies leave from it
+};
+
+// SocketStats: counters of one socket.
+struct SocketStats {
+  std::uint64_t datagrams_received = 0;
+  std::uint64_t datagrams_sent = 0;
+  std::uint64_t send_calls = 0;
+  std::uint64_t send_dropped = 0;  // EAGAIN or an error; QUIC loss recovery resends what mattered
+};
+
+// UdpSocket: a non-blocking UDP socket with batched receive (recvmmsg) and batched send (UDP GSO,
+// falling back to one sendmsg per datagram where the kernel refuses it). Owns its descriptor.
+class UdpSocket {
+ public:
+  // Binds to address (port 0 picks one). Wildcard addresses work: each datagram's local address
+  // comes from IP_PKTINFO / IPV6_RECVPKTINFO and replies are sent from it.
+  static Result<UdpSocket, Error> bind(const Address& address);
+  // An unbound socket of remote's family, connected to remote (for a client).
+  static Result<UdpSocket, Error> connect(const Address& remote);
+
+  UdpSocket(UdpSocket&& other) noexcept;
+  UdpSocket& operator=(UdpSocket&& other) noexcept;
+  UdpSocket(const UdpSocket&) = delete;
+  UdpSocket& operator=(const UdpSocket&) = delete;
+  ~UdpSocket();
+
+  int fd() const { return fd_; }
+  const Address& local_address() const { return local_; }
+
+  // Reads every datagram waiting (in batches of recvmmsg) and calls on_datagram for each.
+  void receive(const std::function<void(const Datagram&)>& on_datagram);
+
+  // Sends data to remote from local as datagrams of segment_size bytes (the last may be shorter) in
+  // one system call with GSO when available. data.size() <= segment_size sends a single datagram.
+  void send(const Address& remote, const Address& local, std::span<const std::uint8_t> data,
+            std::size_t segment_size);
+
+  const SocketStats& stats() const { return stats_; }
+  bool gso_enabled() const { return gso_; }
+
+ private:
+  explicit UdpSocket(int fd);
+  Result<void, Error> configure();
+  void send_one(const Address& remote, const Address& local, std::span<const std::uint8_t> data,
+                std::size_t segment_size);
+
+  int fd_ = -1;
+  bool connected_ = false;
+  bool gso_ = true;
+  Address local_;
+  SocketStats stats_;
+  std::vector<std::uint8_t> receive_buffers_;
+};
+
+}  // namespace debra::net
