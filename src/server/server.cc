@@ -1,0 +1,153 @@
+// SPDX-License-Identifier: MIT
+#include "server/server.h"
+
+#include <fcntl.h>
+#include <gnutls/crypto.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+
+#include "util/log.h"
+
+namespace debra::server {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Loads the 32-byte QUIC static secret from the data dir, creating it on first start, so Retry and
+// stateless-reset tokens stay valid across restarts.
+Result<std::array<std::uint8_t, 32>, Error> load_or_create_secret(const fs::path& path) {
+  std::array<std::uint8_t, 32> secret{};
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    ssize_t n = read(fd, secret.data(), secret.size());
+    close(fd);
+    if (n != static_cast<ssize_t>(secret.size())) return make_error(path.string() + ": expected 32 bytes");
+    return secret;
+  }
+  if (gnutls_rnd(GNUTLS_RND_KEY, secret.data(), secret.size()) != 0) return make_error("no randomness for the secret");
+  fd = open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return make_error(path.string() + ": " + std::strerror(errno));
+  bool ok = write(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size());
+  close(fd);
+  if (!ok) return make_error(path.string() + ": write failed");
+  return secret;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
+  std::error_code ec;
+  fs::path dir(config.data_dir);
+  fs::create_directories(dir, ec);
+  if (ec) return make_error("data dir " + config.data_dir + ": " + ec.message());
+  fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+
+  if (config.cert_file.empty() != config.key_file.empty()) {
+    return make_error("--cert and --key go together");
+  }
+  if (config.cert_file.empty()) {
+    config.cert_file = (dir / "cert.pem").string();
+    config.key_file = (dir / "key.pem").string();
+    if (!fs::exists(config.cert_file) || !fs::exists(config.key_file)) {
+      if (auto r = quic::write_self_signed_certificate(config.cert_file, config.key_file); !r) {
+        return Unexpected{r.error()};
+      }
+      spdlog::info("created a self-signed certificate for localhost: {}", config.cert_file);
+    }
+  }
+  auto tls = quic::TlsServerContext::create(config.cert_file, config.key_file, {std::string(wire::kAlpn)});
+  if (!tls) return Unexpected{tls.error()};
+  auto secret = load_or_create_secret(dir / "quic-secret");
+  if (!secret) return Unexpected{secret.error()};
+  config.quic.static_secret = *secret;
+  config.quic.listen = config.listen;
+  if (config.router.max_queued_bytes < config.session.max_frame_size) {
+    return make_error("the outbound queue limit must be at least the maximum frame size");
+  }
+
+  std::unique_ptr<Server> server(new Server(std::move(config), std::move(*tls)));
+  Server* raw = server.get();
+  auto endpoint = quic::ServerEndpoint::create(raw->loop_, raw->config_.quic, raw->tls_,
+                                               [raw](quic::Connection& c) { return raw->accept(c); });
+  if (!endpoint) return Unexpected{endpoint.error()};
+  raw->endpoint_ = std::move(*endpoint);
+  return server;
+}
+
+Server::Server(ServerConfig config, quic::TlsServerContext tls)
+    : config_(std::move(config)), tls_(std::move(tls)), router_(config_.router) {
+  // Signals arrive as loop events, so shutdown runs on the loop thread like everything else.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
+  signal_fd_ = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  loop_.add_reader(signal_fd_, [this] {
+    signalfd_siginfo info;
+    while (read(signal_fd_, &info, sizeof info) == sizeof info) {
+      spdlog::info("received {}, shutting down", strsignal(static_cast<int>(info.ssi_signo)));
+      begin_shutdown();
+    }
+  });
+  loop_.add_before_sleep([this] {
+    finished_.clear();
+    if (shutting_down_) check_shutdown_done();
+  });
+}
+
+Server::~Server() {
+  loop_.remove_reader(signal_fd_);
+  close(signal_fd_);
+}
+
+quic::ConnectionHandler* Server::accept(quic::Connection& connection) {
+  if (shutting_down_) return nullptr;
+  auto session = std::make_unique<Session>(connection, router_, config_.session, counters_, [this](Session& s) {
+    // Called from inside the connection's teardown: destroy the session once that call returns.
+    auto it = sessions_.find(&s);
+    if (it == sessions_.end()) return;
+    finished_.push_back(std::move(it->second));
+    sessions_.erase(it);
+  });
+  Session* raw = session.get();
+  sessions_.emplace(raw, std::move(session));
+  return raw;
+}
+
+void Server::run() {
+  std::printf("debra-server ready on %s (data dir %s)\n", endpoint_->local_address().to_string().c_str(),
+              config_.data_dir.c_str());
+  std::fflush(stdout);
+  loop_.run();
+  spdlog::info("stopped: {} connections accepted, {} messages routed, {} protocol errors",
+               endpoint_->stats().accepted, router_.stats().delivered, counters_.protocol_errors);
+}
+
+void Server::begin_shutdown() {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  shutdown_deadline_ = loop_.now() + static_cast<net::Timestamp>(config_.shutdown_timeout_ms) * quic::kMillisecond;
+  for (auto& [raw, session] : sessions_) session->shut_down();
+  endpoint_->close_all(static_cast<std::uint64_t>(wire::ErrorCode::ServerShutdown), "the router is shutting down");
+  // Wake up to enforce the deadline even if no packet arrives.
+  loop_.add_timer(shutdown_deadline_, [] {});
+}
+
+void Server::check_shutdown_done() {
+  // Done once every connection has sent its CONNECTION_CLOSE; the closing periods need not be waited
+  // out, since nothing of ours will answer after exit anyway.
+  bool all_closed = endpoint_->open_connection_count() == 0;
+  if (all_closed || loop_.now() >= shutdown_deadline_) {
+    if (!all_closed) spdlog::warn("shutdown deadline reached with connections still open");
+    loop_.stop();
+  }
+}
+
+}  // namespace debra::server

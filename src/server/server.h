@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/router.h"
+#include "net/event_loop.h"
+#include "quic/server_endpoint.h"
+#include "quic/tls.h"
+#include "server/session_bridge.h"
+
+namespace debra::server {
+
+// ServerConfig: everything the router needs to run; filled from flags by main.cc.
+struct ServerConfig {
+  // listen: the UDP address the router binds.
+  net::Address listen;
+  // data_dir: holds the self-signed certificate, its key and the QUIC static secret.
+  std::string data_dir = "./debra-data";
+  // cert_file / key_file: PEM certificate and key; empty: data_dir/cert.pem and key.pem, created on
+  // first start.
+  std::string cert_file;
+  std::string key_file;
+  // shutdown_timeout_ms: how long a graceful shutdown may take before the process exits anyway.
+  std::uint32_t shutdown_timeout_ms = 3000;
+  SessionConfig session;
+  core::RouterLimits router;
+  quic::ServerConfig quic;
+};
+
+// Server: the composition root of the router process: event loop, QUIC endpoint, routing core and
+// one Session per connection. Owns the shutdown order. One thread.
+class Server {
+ public:
+  // Prepares the data dir (certificate, secret) and binds the socket.
+  static Result<std::unique_ptr<Server>, Error> create(ServerConfig config);
+  ~Server();
+
+  const net::Address& local_address() const { return endpoint_->local_address(); }
+
+  // Runs until SIGINT or SIGTERM, then shuts down gracefully: every connection is closed with
+  // ServerShutdown (native clients get an Error frame first) within shutdown_timeout_ms.
+  void run();
+
+ private:
+  explicit Server(ServerConfig config, quic::TlsServerContext tls);
+  quic::ConnectionHandler* accept(quic::Connection& connection);
+  void begin_shutdown();
+  void check_shutdown_done();
+
+  ServerConfig config_;
+  quic::TlsServerContext tls_;
+  net::EventLoop loop_;
+  core::Router router_;
+  SessionCounters counters_;
+  std::unique_ptr<quic::ServerEndpoint> endpoint_;
+  std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;
+  std::vector<std::unique_ptr<Session>> finished_;
+  int signal_fd_ = -1;
+  bool shutting_down_ = false;
+  net::Timestamp shutdown_deadline_ = 0;
+};
+
+}  // namespace debra::server

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: MIT
+//
+// The only code that sees both QUIC streams and debra messages: one Session per connection turns the
+// bytes of the client's stream into frames and messages for the router, and the router's deliveries
+// into frames on the client's streams.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/router.h"
+#include "quic/connection.h"
+#include "wire/codec.h"
+
+namespace debra::server {
+
+// SessionConfig: the protocol limits a session enforces and announces.
+struct SessionConfig {
+  // max_frame_size: the largest frame body accepted (and announced in Welcome).
+  std::uint32_t max_frame_size = wire::kDefaultMaxFrameSize;
+  // delivery_lanes: native mode: unidirectional streams the router delivers on; a sender's messages
+  // always use lane (sender mod lanes), so one slow or lossy lane does not hold up the others.
+  std::uint32_t delivery_lanes = 4;
+};
+
+// SessionCounters: protocol events across all sessions (owned by the server).
+struct SessionCounters {
+  std::uint64_t protocol_errors = 0;
+  std::uint64_t messages_in = 0;
+};
+
+// Session: the application side of one client connection: ConnectionHandler towards QUIC,
+// SessionSink towards the router. Owned by the Server; lives until its connection closes.
+class Session final : public quic::ConnectionHandler, public core::SessionSink {
+ public:
+  enum class Mode { Pending, Legacy, Native };
+
+  Session(quic::Connection& connection, core::Router& router, const SessionConfig& config,
+          SessionCounters& counters, std::function<void(Session&)> on_finished);
+
+  // Ends the session because the server is stopping: native clients get an Error frame first.
+  void shut_down();
+
+  Mode mode() const { return mode_; }
+  core::ClientId client_id() const { return client_id_; }
+
+  // quic::ConnectionHandler
+  void on_handshake_completed() override;
+  void on_stream_data(quic::StreamId id, std::span<const std::uint8_t> data, bool fin) override;
+  void on_closed(const quic::CloseInfo& info) override;
+
+  // core::SessionSink
+  void deliver(const core::Delivery& delivery) override;
+  std::size_t queued_bytes() const override { return connection_.queued_bytes(); }
+  void on_displaced() override;
+
+ private:
+  void handle_frame(std::span<const std::uint8_t> body);
+  void handle_registration(const wire::Message& message);
+  void handle_client_to_client(const wire::Message& message);
+  void reply(std::uint64_t message_id, wire::DeliveryStatus status, wire::ErrorCode code, std::string_view reason);
+  // Ends the session for a peer's fault or a policy decision: logs one line, tells a native client
+  // why in an Error frame, and closes the connection with code.
+  void fail(wire::ErrorCode code, std::string reason);
+  quic::StreamId lane_for(core::ClientId sender);
+
+  quic::Connection& connection_;
+  core::Router& router_;
+  const SessionConfig& config_;
+  SessionCounters& counters_;
+  std::function<void(Session&)> on_finished_;
+  Mode mode_ = Mode::Pending;
+  wire::FrameReader reader_;
+  quic::StreamId stream_ = -1;  // the client's bidirectional stream
+  std::vector<quic::StreamId> lanes_;  // native: delivery streams by lane, -1 until opened
+  core::ClientId client_id_ = 0;
+  bool registered_ = false;
+  bool closing_ = false;
+};
+
+}  // namespace debra::server
