@@ -1,0 +1,253 @@
+// SPDX-License-Identifier: MIT
+//
+// debra: the command-line client. Every subcommand is a thin layer over libdebra (debra/client.h).
+#include <CLI/CLI.hpp>
+#include <debra/client.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <mutex>
+#include <string>
+
+#include "util/log.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// Flags every subcommand takes.
+struct CommonFlags {
+  std::string server = "127.0.0.1:4433";
+  std::string ca_file;
+  bool insecure = false;
+  bool legacy = false;
+  std::string log_level = "warn";
+
+  void add_to(CLI::App& app) {
+    app.add_option("--server", server, "Router address, HOST:PORT or [IPV6]:PORT")->capture_default_str();
+    app.add_option("--ca", ca_file, "PEM file the router's certificate must chain to (e.g. DATA_DIR/cert.pem)");
+    app.add_flag("--insecure", insecure, "Skip certificate verification, as the original client did");
+    app.add_flag("--legacy", legacy, "Speak the original debra protocol (no ALPN, no replies)");
+    app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
+  }
+
+  debra::ClientOptions options(std::int32_t id) const {
+    debra::ClientOptions options;
+    options.server = server;
+    options.id = id;
+    options.ca_file = ca_file;
+    options.insecure = insecure;
+    options.protocol = legacy ? debra::Protocol::Legacy : debra::Protocol::Native;
+    return options;
+  }
+};
+
+// JSON string escaping for payloads: control characters and quotes escaped, invalid UTF-8 bytes
+// replaced by U+FFFD so every line is valid JSON.
+std::string json_string(std::string_view text) {
+  std::string out = "\"";
+  for (std::size_t i = 0; i < text.size();) {
+    auto c = static_cast<unsigned char>(text[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+      ++i;
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+      ++i;
+    } else if (c < 0x80) {
+      out += static_cast<char>(c);
+      ++i;
+    } else {
+      std::size_t length = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
+      bool valid = length > 0 && c < 0xf5 && i + length <= text.size();
+      for (std::size_t k = 1; valid && k < length; ++k) {
+        valid = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
+      }
+      if (valid) {
+        out.append(text.substr(i, length));
+        i += length;
+      } else {
+        out += "\xef\xbf\xbd";
+        ++i;
+      }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::unique_ptr<debra::Client> connect_or_report(const char* command, const CommonFlags& flags, std::int32_t id) {
+  auto client = debra::Client::connect(flags.options(id));
+  if (!client) {
+    std::fprintf(stderr, "debra %s: cannot connect to %s as id %d: %s\n", command, flags.server.c_str(), id,
+                 client.error().message.c_str());
+    return nullptr;
+  }
+  return std::move(*client);
+}
+
+std::string describe(const debra::SendResult& result, std::int32_t recipient) {
+  switch (result.status) {
+    case debra::SendStatus::Accepted: return "accepted";
+    case debra::SendStatus::RecipientOffline:
+      return "recipient " + std::to_string(recipient) + " is offline; the router dropped the message";
+    default: return std::string(debra::to_string(result.status)) + (result.reason.empty() ? "" : ": " + result.reason);
+  }
+}
+
+int run_send(const CommonFlags& flags, std::int32_t id, std::int32_t to, const std::vector<std::string>& words,
+             double timeout_s) {
+  std::string text;
+  for (const auto& word : words) text += (text.empty() ? "" : " ") + word;
+  auto client = connect_or_report("send", flags, id);
+  if (!client) return 1;
+  auto reply = client->send(to, text);
+  auto deadline = std::chrono::duration<double>(timeout_s);
+  if (reply.wait_for(deadline) != std::future_status::ready) {
+    std::fprintf(stderr, "debra send: no reply from the router within %.1f s\n", timeout_s);
+    return 1;
+  }
+  auto result = reply.get();
+  client->close();  // waits until the router has the bytes (legacy: the only confirmation there is)
+  if (!result.ok()) {
+    std::fprintf(stderr, "debra send: %s\n", describe(result, to).c_str());
+    return 1;
+  }
+  return 0;
+}
+
+int run_listen(const CommonFlags& flags, std::int32_t id, std::uint64_t count, double timeout_s, bool json) {
+  auto client = connect_or_report("listen", flags, id);
+  if (!client) return 1;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                         std::chrono::duration<double>(timeout_s));
+  std::uint64_t received = 0;
+  while (count == 0 || received < count) {
+    auto now = std::chrono::steady_clock::now();
+    if (timeout_s > 0 && now >= deadline) break;
+    auto wait = timeout_s > 0 ? std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) : 1000ms;
+    auto message = client->receive(std::max(wait, 1ms));
+    if (!message) continue;
+    ++received;
+    if (json) {
+      std::printf("{\"from\":%d,\"message_id\":%llu,\"payload\":%s}\n", message->sender,
+                  static_cast<unsigned long long>(message->message_id), json_string(message->text()).c_str());
+    } else {
+      std::fwrite(std::to_string(message->sender).data(), 1, std::to_string(message->sender).size(), stdout);
+      std::fputc('\t', stdout);
+      std::fwrite(message->payload.data(), 1, message->payload.size(), stdout);
+      std::fputc('\n', stdout);
+    }
+    std::fflush(stdout);
+  }
+  client->close();
+  if (count != 0 && received < count) {
+    std::fprintf(stderr, "debra listen: timed out after %.1f s with %llu of %llu messages\n", timeout_s,
+                 static_cast<unsigned long long>(received), static_cast<unsigned long long>(count));
+    return 1;
+  }
+  return 0;
+}
+
+int run_chat(const CommonFlags& flags, std::int32_t id, std::int32_t to) {
+  auto client = connect_or_report("chat", flags, id);
+  if (!client) return 1;
+  std::mutex out;
+  client->set_message_handler([&out](debra::Message message) {
+    std::lock_guard lock(out);
+    std::printf("[%d] %.*s\n", message.sender, static_cast<int>(message.payload.size()),
+                reinterpret_cast<const char*>(message.payload.data()));
+    std::fflush(stdout);
+  });
+  client->set_connection_handler([&out](bool connected, const std::string& reason) {
+    std::lock_guard lock(out);
+    std::printf(connected ? "* reconnected\n" : "* connection lost: %s (reconnecting)\n", reason.c_str());
+    std::fflush(stdout);
+  });
+  {
+    std::lock_guard lock(out);
+    std::printf("* connected to %s as %d. Type a line to send it to %s; /to N picks the recipient, /quit leaves.\n",
+                flags.server.c_str(), id, to > 0 ? std::to_string(to).c_str() : "(pick one with /to N)");
+    std::fflush(stdout);
+  }
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    if (line == "/quit") break;
+    if (line.rfind("/to ", 0) == 0) {
+      try {
+        to = std::stoi(line.substr(4));
+      } catch (const std::exception&) {
+        std::lock_guard lock(out);
+        std::printf("* /to takes a number\n");
+        continue;
+      }
+      std::lock_guard lock(out);
+      std::printf("* now sending to %d\n", to);
+      std::fflush(stdout);
+      continue;
+    }
+    if (line.empty()) continue;
+    if (to <= 0) {
+      std::lock_guard lock(out);
+      std::printf("* pick a recipient first: /to N\n");
+      std::fflush(stdout);
+      continue;
+    }
+    auto result = client->send(to, line).get();
+    if (!result.ok()) {
+      std::lock_guard lock(out);
+      std::printf("* not delivered: %s\n", describe(result, to).c_str());
+      std::fflush(stdout);
+    }
+  }
+  client->close();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  debra::log::init("debra");
+  CLI::App app{"debra: the command-line client of the debra message router"};
+  app.require_subcommand(1);
+  CommonFlags flags;
+
+  std::int32_t id = 0;
+  std::int32_t to = 0;
+  std::vector<std::string> words;
+  double send_timeout = 10;
+  auto* send = app.add_subcommand("send", "Send one message; exits 0 only once the router accepted it");
+  flags.add_to(*send);
+  send->add_option("--id", id, "Your id (1..2147483647)")->required();
+  send->add_option("--to", to, "Recipient id")->required();
+  send->add_option("--timeout", send_timeout, "Seconds to wait for the router's reply")->capture_default_str();
+  send->add_option("text", words, "The message")->required();
+
+  std::uint64_t count = 0;
+  double listen_timeout = 0;
+  bool json = false;
+  auto* listen = app.add_subcommand("listen", "Print received messages: sender, a tab, the payload");
+  flags.add_to(*listen);
+  listen->add_option("--id", id, "Your id (1..2147483647)")->required();
+  listen->add_option("--count", count, "Exit after this many messages (0: no limit)");
+  listen->add_option("--timeout", listen_timeout, "Exit after this many seconds (0: no limit)");
+  listen->add_flag("--json", json, "One JSON object per line: from, message_id, payload");
+
+  auto* chat = app.add_subcommand("chat", "Interactive chat: type lines to send, see what arrives");
+  flags.add_to(*chat);
+  chat->add_option("--id", id, "Your id (1..2147483647)")->required();
+  chat->add_option("--to", to, "Initial recipient (change with /to N)");
+
+  CLI11_PARSE(app, argc, argv);
+  if (!debra::log::set_level(flags.log_level)) {
+    std::fprintf(stderr, "debra: unknown --log-level '%s'\n", flags.log_level.c_str());
+    return 2;
+  }
+  if (*send) return run_send(flags, id, to, words, send_timeout);
+  if (*listen) return run_listen(flags, id, count, listen_timeout, json);
+  return run_chat(flags, id, to);
+}

@@ -1,0 +1,432 @@
+// SPDX-License-Identifier: MIT
+#include <debra/client.h>
+
+#include <gnutls/crypto.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include "net/event_loop.h"
+#include "quic/client_endpoint.h"
+#include "util/log.h"
+#include "wire/codec.h"
+
+namespace debra {
+
+std::string_view to_string(SendStatus status) {
+  switch (status) {
+    case SendStatus::Accepted: return "accepted";
+    case SendStatus::RecipientOffline: return "recipient offline";
+    case SendStatus::Rejected: return "rejected";
+    case SendStatus::NotConnected: return "not connected";
+    case SendStatus::InvalidArgument: return "invalid argument";
+  }
+  return "unknown";
+}
+
+namespace {
+
+constexpr std::uint32_t kMaxDeliveryLanes = 64;
+
+SendResult make_result(SendStatus status, std::uint64_t message_id, std::string reason,
+                       wire::ErrorCode code = wire::ErrorCode::NoError) {
+  return SendResult{status, message_id, static_cast<std::uint16_t>(code), std::move(reason)};
+}
+
+// A message id that no earlier run of this client used: random high bits, a counter below.
+std::uint64_t first_message_id() {
+  std::uint64_t seed = 0;
+  gnutls_rnd(GNUTLS_RND_NONCE, &seed, sizeof seed);
+  return (seed & 0xffff'ffffULL) << 32;
+}
+
+}  // namespace
+
+// Client::Impl: the client's state, owned by its loop thread. Members under mutex_ are shared with
+// the caller's threads; everything else is touched on the loop thread only.
+class Client::Impl final : public quic::ConnectionHandler {
+ public:
+  explicit Impl(ClientOptions options) : options_(std::move(options)), next_message_id_(first_message_id()) {}
+
+  Result<void, Error> start() {
+    auto address = net::Address::parse(options_.server);
+    if (!address) return Unexpected{address.error()};
+    server_ = *address;
+    if (options_.server_name.empty()) {
+      std::string host = options_.server.substr(0, options_.server.rfind(':'));
+      if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+      options_.server_name = host;
+    }
+    quic::TlsClientOptions tls;
+    tls.ca_file = options_.ca_file;
+    tls.insecure = options_.insecure;
+    tls.server_name = options_.server_name;
+    tls.alpn = options_.protocol == Protocol::Native ? std::string(wire::kAlpn) : std::string();
+    auto context = quic::TlsClientContext::create(std::move(tls));
+    if (!context) return Unexpected{context.error()};
+    tls_.emplace(std::move(*context));
+    settings_.idle_timeout = static_cast<std::uint64_t>(options_.idle_timeout.count()) * quic::kMillisecond;
+    settings_.keep_alive = static_cast<std::uint64_t>(options_.keep_alive.count()) * quic::kMillisecond;
+    settings_.peer_bidi_streams = 0;
+    settings_.peer_uni_streams = options_.protocol == Protocol::Native ? kMaxDeliveryLanes : 0;
+
+    thread_ = std::thread([this] { loop_.run(); });
+    loop_.post([this] { open_connection(); });
+    std::unique_lock lock(mutex_);
+    bool done = state_cv_.wait_for(lock, options_.connect_timeout + std::chrono::milliseconds(500),
+                                   [this] { return registered_ || failed_; });
+    if (registered_) return {};
+    std::string reason = done ? last_reason_ : "timed out connecting to " + options_.server;
+    lock.unlock();
+    close();
+    return make_error(reason);
+  }
+
+  ~Impl() override { close(); }
+
+  std::future<SendResult> send(std::int32_t recipient, std::span<const std::uint8_t> payload) {
+    std::promise<SendResult> promise;
+    auto future = promise.get_future();
+    std::uint64_t message_id = next_message_id_.fetch_add(1, std::memory_order_relaxed);
+    if (recipient < 1) {
+      promise.set_value(make_result(SendStatus::InvalidArgument, message_id,
+                                    "recipient id " + std::to_string(recipient) + " is outside 1..2147483647"));
+      return future;
+    }
+    if (payload.size() + wire::kMaxEnvelopeOverhead > max_frame_size()) {
+      promise.set_value(make_result(SendStatus::InvalidArgument, message_id,
+                                    "payload of " + std::to_string(payload.size()) +
+                                        " bytes exceeds the router's maximum frame size of " +
+                                        std::to_string(max_frame_size())));
+      return future;
+    }
+    // Encoded here, on the caller's thread, so the loop thread only queues bytes.
+    auto frame = std::make_shared<const std::vector<std::uint8_t>>(wire::encode_client_to_client(
+        options_.id, recipient, options_.protocol == Protocol::Native ? message_id : 0, payload));
+    {
+      std::lock_guard lock(mutex_);
+      if (closed_) {
+        promise.set_value(make_result(SendStatus::NotConnected, message_id, "the client is closed"));
+        return future;
+      }
+    }
+    // std::function needs a copyable callable, and a promise is move-only.
+    auto shared_promise = std::make_shared<std::promise<SendResult>>(std::move(promise));
+    loop_.post([this, message_id, frame = std::move(frame), shared_promise]() mutable {
+      auto& reply = *shared_promise;
+      if (!registered_on_loop_ || endpoint_ == nullptr || endpoint_->connection() == nullptr) {
+        reply.set_value(make_result(SendStatus::NotConnected, message_id,
+                                      "not connected" + (last_reason_loop_.empty() ? "" : ": " + last_reason_loop_)));
+        return;
+      }
+      endpoint_->connection()->write(stream_, std::move(frame));
+      if (options_.protocol == Protocol::Legacy) {
+        reply.set_value(make_result(SendStatus::Accepted, message_id, {}));
+      } else {
+        pending_.emplace(message_id, std::move(reply));
+      }
+    });
+    return future;
+  }
+
+  std::optional<Message> receive(std::chrono::milliseconds timeout) {
+    std::unique_lock lock(mutex_);
+    if (!received_cv_.wait_for(lock, timeout, [this] { return !received_.empty() || closed_; })) return std::nullopt;
+    if (received_.empty()) return std::nullopt;
+    Message message = std::move(received_.front());
+    received_.pop_front();
+    return message;
+  }
+
+  void set_message_handler(std::function<void(Message)> handler) {
+    std::lock_guard lock(mutex_);
+    message_handler_ = std::move(handler);
+  }
+
+  void set_connection_handler(std::function<void(bool, const std::string&)> handler) {
+    std::lock_guard lock(mutex_);
+    connection_handler_ = std::move(handler);
+  }
+
+  void close() {
+    {
+      std::lock_guard lock(mutex_);
+      if (closed_) return;
+      closed_ = true;
+    }
+    received_cv_.notify_all();
+    if (!thread_.joinable()) return;
+    loop_.post([this] {
+      closing_ = true;
+      if (reconnect_timer_ != 0) loop_.cancel_timer(reconnect_timer_);
+      if (endpoint_ != nullptr && endpoint_->connection() != nullptr) {
+        endpoint_->connection()->close(static_cast<std::uint64_t>(wire::ErrorCode::NoError), "client closing");
+        // Bound the goodbye: the router may be gone.
+        loop_.add_timer(loop_.now() + 3 * quic::kSecond, [this] { loop_.stop(); });
+      } else {
+        loop_.stop();
+      }
+    });
+    thread_.join();
+    endpoint_.reset();
+  }
+
+  bool connected() const {
+    std::lock_guard lock(mutex_);
+    return registered_ && !closed_;
+  }
+
+  std::uint32_t max_frame_size() const { return max_frame_size_.load(std::memory_order_relaxed); }
+
+  std::string last_disconnect_reason() const {
+    std::lock_guard lock(mutex_);
+    return last_reason_;
+  }
+
+  // quic::ConnectionHandler, on the loop thread.
+  void on_handshake_completed() override {
+    quic::Connection* connection = endpoint_->connection();
+    auto stream = connection->open_bidi_stream();
+    if (!stream) {
+      connection->close_now(static_cast<std::uint64_t>(wire::ErrorCode::InternalError), stream.error().message);
+      return;
+    }
+    stream_ = *stream;
+    connection->write(stream_, wire::encode_registration(options_.id));
+    // Legacy mode has no Welcome: the registration is as confirmed as it will ever be.
+    if (options_.protocol == Protocol::Legacy) set_registered();
+  }
+
+  void on_stream_data(quic::StreamId id, std::span<const std::uint8_t> data, bool) override {
+    auto [it, inserted] = readers_.try_emplace(id, wire::kDefaultMaxFrameSize * 4);
+    wire::FrameReader& reader = it->second;
+    reader.append(data);
+    for (;;) {
+      auto frame = reader.next();
+      if (!frame) {
+        protocol_failure(frame.error().reason);
+        return;
+      }
+      if (!frame->has_value()) return;
+      auto message = wire::decode(**frame);
+      if (!message) {
+        protocol_failure(message.error().reason);
+        return;
+      }
+      handle(*message);
+    }
+  }
+
+  void on_closed(const quic::CloseInfo& info) override {
+    std::string reason = info.to_string();
+    if (!server_error_.empty()) reason = server_error_;
+    bool was_registered = registered_on_loop_;
+    registered_on_loop_ = false;
+    readers_.clear();
+    server_error_.clear();
+    for (auto& [id, promise] : pending_) {
+      promise.set_value(make_result(SendStatus::NotConnected, id, "connection lost before the reply: " + reason));
+    }
+    pending_.clear();
+    // The endpoint is still on the stack: destroy it once this call has returned.
+    loop_.post([this, old = std::shared_ptr<quic::ClientEndpoint>(std::move(endpoint_))] {});
+    last_reason_loop_ = reason;
+    std::function<void(bool, const std::string&)> handler;
+    {
+      std::lock_guard lock(mutex_);
+      last_reason_ = reason;
+      registered_ = false;
+      if (!ever_registered_) failed_ = true;
+      handler = connection_handler_;
+    }
+    state_cv_.notify_all();
+    if (was_registered && handler) handler(false, reason);
+    if (closing_) {
+      loop_.stop();
+      return;
+    }
+    bool displaced = info.application && info.error_code == static_cast<std::uint64_t>(wire::ErrorCode::SessionTakenOver);
+    bool refused = info.application && (info.error_code == static_cast<std::uint64_t>(wire::ErrorCode::InvalidId) ||
+                                        info.error_code == static_cast<std::uint64_t>(wire::ErrorCode::ProtocolError));
+    if (ever_registered_ && options_.reconnect && !displaced && !refused) schedule_reconnect();
+  }
+
+ private:
+  void open_connection() {
+    auto endpoint = quic::ClientEndpoint::connect(loop_, server_, *tls_, settings_, *this);
+    if (!endpoint) {
+      fail_attempt(endpoint.error().message);
+      return;
+    }
+    endpoint_ = std::move(*endpoint);
+    attempt_ += 1;
+    std::uint64_t attempt = attempt_;
+    loop_.add_timer(loop_.now() + static_cast<std::uint64_t>(options_.connect_timeout.count()) * quic::kMillisecond,
+                    [this, attempt] {
+                      if (attempt != attempt_ || registered_on_loop_ || endpoint_ == nullptr) return;
+                      if (auto* connection = endpoint_->connection()) {
+                        server_error_ = "timed out connecting to " + options_.server;
+                        connection->close_now(static_cast<std::uint64_t>(wire::ErrorCode::NoError), "timeout");
+                      }
+                    });
+  }
+
+  void fail_attempt(const std::string& reason) {
+    last_reason_loop_ = reason;
+    {
+      std::lock_guard lock(mutex_);
+      last_reason_ = reason;
+      if (!ever_registered_) failed_ = true;
+    }
+    state_cv_.notify_all();
+    if (ever_registered_ && options_.reconnect && !closing_) schedule_reconnect();
+  }
+
+  void schedule_reconnect() {
+    std::chrono::milliseconds delay =
+        std::min<std::chrono::milliseconds>(options_.reconnect_max_delay,
+                                            options_.reconnect_initial_delay * (1LL << std::min(backoff_step_, 16)));
+    ++backoff_step_;
+    // Half the delay plus up to another half at random, so clients cut off together do not return
+    // together.
+    std::uniform_int_distribution<long long> jitter(0, delay.count() / 2);
+    auto wait = delay.count() / 2 + jitter(rng_);
+    reconnect_timer_ = loop_.add_timer(loop_.now() + static_cast<std::uint64_t>(wait) * quic::kMillisecond, [this] {
+      reconnect_timer_ = 0;
+      if (!closing_) open_connection();
+    });
+  }
+
+  void set_registered() {
+    registered_on_loop_ = true;
+    backoff_step_ = 0;
+    std::function<void(bool, const std::string&)> handler;
+    bool again;
+    {
+      std::lock_guard lock(mutex_);
+      again = ever_registered_;
+      registered_ = true;
+      ever_registered_ = true;
+      handler = connection_handler_;
+    }
+    state_cv_.notify_all();
+    if (again && handler) handler(true, {});
+  }
+
+  void handle(const wire::Message& message) {
+    switch (message.type) {
+      case wire::MessageType::Welcome:
+        if (message.max_frame_size != 0) max_frame_size_.store(message.max_frame_size, std::memory_order_relaxed);
+        set_registered();
+        return;
+      case wire::MessageType::Reply: {
+        auto it = pending_.find(message.message_id);
+        if (it == pending_.end()) return;
+        SendStatus status = message.status == wire::DeliveryStatus::Accepted           ? SendStatus::Accepted
+                            : message.status == wire::DeliveryStatus::RecipientOffline ? SendStatus::RecipientOffline
+                                                                                       : SendStatus::Rejected;
+        it->second.set_value(make_result(status, message.message_id, std::string(message.reason), message.error_code));
+        pending_.erase(it);
+        return;
+      }
+      case wire::MessageType::Error:
+        server_error_ = "router closed the connection: " + std::string(wire::to_string(message.error_code)) + ": " +
+                        std::string(message.reason);
+        return;
+      case wire::MessageType::ClientToClient: {
+        Message received{message.client_id, message.message_id,
+                         std::vector<std::uint8_t>(message.payload.begin(), message.payload.end())};
+        std::function<void(Message)> handler;
+        {
+          std::lock_guard lock(mutex_);
+          handler = message_handler_;
+          if (!handler) received_.push_back(std::move(received));
+        }
+        if (handler) {
+          handler(std::move(received));
+        } else {
+          received_cv_.notify_one();
+        }
+        return;
+      }
+      default:
+        spdlog::debug("client: ignoring message type {}", static_cast<int>(message.type));
+        return;
+    }
+  }
+
+  void protocol_failure(const std::string& reason) {
+    server_error_ = "bad data from the router: " + reason;
+    if (auto* connection = endpoint_->connection()) {
+      connection->close_now(static_cast<std::uint64_t>(wire::ErrorCode::ProtocolError), reason);
+    }
+  }
+
+  ClientOptions options_;
+  net::Address server_;
+  std::optional<quic::TlsClientContext> tls_;
+  quic::TransportSettings settings_;
+  net::EventLoop loop_;
+  std::thread thread_;
+  std::atomic<std::uint64_t> next_message_id_;
+  std::atomic<std::uint32_t> max_frame_size_{wire::kDefaultMaxFrameSize};
+
+  // Loop thread only.
+  std::unique_ptr<quic::ClientEndpoint> endpoint_;
+  quic::StreamId stream_ = -1;
+  std::unordered_map<quic::StreamId, wire::FrameReader> readers_;
+  std::unordered_map<std::uint64_t, std::promise<SendResult>> pending_;
+  bool registered_on_loop_ = false;
+  bool closing_ = false;
+  std::string server_error_;
+  std::string last_reason_loop_;
+  std::uint64_t attempt_ = 0;
+  int backoff_step_ = 0;
+  net::EventLoop::TimerId reconnect_timer_ = 0;
+  std::minstd_rand rng_{std::random_device{}()};
+
+  // Shared with callers, under mutex_.
+  mutable std::mutex mutex_;
+  std::condition_variable state_cv_;
+  std::condition_variable received_cv_;
+  std::deque<Message> received_;
+  std::function<void(Message)> message_handler_;
+  std::function<void(bool, const std::string&)> connection_handler_;
+  std::string last_reason_;
+  bool registered_ = false;
+  bool ever_registered_ = false;
+  bool failed_ = false;
+  bool closed_ = false;
+};
+
+Result<std::unique_ptr<Client>, Error> Client::connect(ClientOptions options) {
+  if (options.id < 1) return make_error("client id " + std::to_string(options.id) + " is outside 1..2147483647");
+  auto impl = std::make_unique<Impl>(std::move(options));
+  if (auto started = impl->start(); !started) return Unexpected{started.error()};
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+std::future<SendResult> Client::send(std::int32_t recipient, std::span<const std::uint8_t> payload) {
+  return impl_->send(recipient, payload);
+}
+std::optional<Message> Client::receive(std::chrono::milliseconds timeout) { return impl_->receive(timeout); }
+void Client::set_message_handler(std::function<void(Message)> handler) {
+  impl_->set_message_handler(std::move(handler));
+}
+void Client::set_connection_handler(std::function<void(bool, const std::string&)> handler) {
+  impl_->set_connection_handler(std::move(handler));
+}
+void Client::close() { impl_->close(); }
+bool Client::connected() const { return impl_->connected(); }
+std::uint32_t Client::max_frame_size() const { return impl_->max_frame_size(); }
+std::string Client::last_disconnect_reason() const { return impl_->last_disconnect_reason(); }
+
+}  // namespace debra
