@@ -51,11 +51,14 @@ Frame finish(flatbuffers::FlatBufferBuilder& fbb, flatbuffers::Offset<Debra::Mes
 // for_client and message; they are written even when they equal their defaults, and message is
 // written even when empty, because an original peer may unwrap it unconditionally.
 Frame encode_client_message(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
-                            std::span<const std::uint8_t> payload) {
+                            std::span<const std::uint8_t> payload, std::uint64_t sequence, bool receipt) {
   auto& fbb = builder();
   const auto message = fbb.CreateVector(payload.data(), payload.size());
   Debra::MessageBuilder mb(fbb);
-  mb.add_message_id(message_id);  // native only; absent when 0, as a legacy sender leaves it
+  // Native only, and absent when 0 or false, as a legacy sender leaves them.
+  mb.add_message_id(message_id);
+  mb.add_sequence(sequence);
+  mb.add_receipt(receipt);
   fbb.ForceDefaults(true);
   mb.add_message(message);
   mb.add_client_id(client_id);
@@ -139,6 +142,8 @@ Result<Message, ProtocolFault> decode(std::span<const std::uint8_t> body) {
   msg.protocol_version = root->protocol_version();
   msg.max_frame_size = root->max_frame_size();
   msg.delivery_lanes = root->delivery_lanes();
+  msg.sequence = root->sequence();
+  msg.receipt = root->receipt();
   return msg;
 }
 
@@ -186,13 +191,31 @@ Frame encode_registration(std::int32_t client_id) {
 }
 
 Frame encode_client_to_client(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
-                              std::span<const std::uint8_t> payload) {
-  return encode_client_message(client_id, for_client, message_id, payload);
+                              std::span<const std::uint8_t> payload, bool receipt) {
+  return encode_client_message(client_id, for_client, message_id, payload, 0, receipt);
 }
 
 SharedFrame encode_delivery(std::int32_t sender, std::int32_t recipient, std::uint64_t message_id,
-                            std::span<const std::uint8_t> payload) {
-  return std::make_shared<const Frame>(encode_client_message(sender, recipient, message_id, payload));
+                            std::span<const std::uint8_t> payload, std::uint64_t sequence) {
+  return std::make_shared<const Frame>(encode_client_message(sender, recipient, message_id, payload, sequence, false));
+}
+
+Frame encode_ack(std::uint64_t sequence) {
+  auto& fbb = builder();
+  Debra::MessageBuilder mb(fbb);
+  mb.add_sequence(sequence);
+  mb.add_message_type(MessageType::Ack);
+  return finish(fbb, mb.Finish());
+}
+
+Frame encode_receipt(std::uint64_t message_id, std::int32_t recipient, DeliveryStatus status) {
+  auto& fbb = builder();
+  Debra::MessageBuilder mb(fbb);
+  mb.add_message_id(message_id);
+  mb.add_for_client(recipient);
+  mb.add_status(status);
+  mb.add_message_type(MessageType::Receipt);
+  return finish(fbb, mb.Finish());
 }
 
 Frame encode_welcome(std::int32_t client_id, std::uint32_t max_frame_size, std::uint32_t delivery_lanes) {

@@ -62,6 +62,8 @@ struct Message {
   std::uint32_t protocol_version = 0;
   std::uint32_t max_frame_size = 0;
   std::uint32_t delivery_lanes = 0;
+  std::uint64_t sequence = 0;
+  bool receipt = false;
 };
 
 // Verifies body as a Debra.Message FlatBuffer and decodes it. Fails with ProtocolError for anything
@@ -98,12 +100,18 @@ class FrameReader {
 // Encoders. Each returns a whole frame (prefix + body).
 Frame encode_registration(std::int32_t client_id);
 // A message from a client to the router. Legacy clients leave message_id 0.
+// receipt asks the router for a Receipt once the recipient acknowledges the message (native).
 Frame encode_client_to_client(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
-                              std::span<const std::uint8_t> payload);
-// The router's delivery of a message: client_id is the router-stamped sender. Readable by both legacy
-// and native recipients, so the router encodes each message once.
+                              std::span<const std::uint8_t> payload, bool receipt = false);
+// The router's delivery of a message: client_id is the router-stamped sender, sequence the router's
+// number for it (acknowledged with encode_ack). Readable by both legacy and native recipients, so
+// the router encodes each message once.
 SharedFrame encode_delivery(std::int32_t sender, std::int32_t recipient, std::uint64_t message_id,
-                            std::span<const std::uint8_t> payload);
+                            std::span<const std::uint8_t> payload, std::uint64_t sequence = 0);
+// A recipient's acknowledgement of the delivery with this sequence.
+Frame encode_ack(std::uint64_t sequence);
+// The router's receipt to a sender: status Delivered or Expired; for_client is the recipient.
+Frame encode_receipt(std::uint64_t message_id, std::int32_t recipient, DeliveryStatus status);
 Frame encode_welcome(std::int32_t client_id, std::uint32_t max_frame_size, std::uint32_t delivery_lanes);
 Frame encode_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code,
                    std::string_view reason);

@@ -286,14 +286,44 @@ TEST(Codec, ToStringCoversEveryValueAndUnknown) {
   EXPECT_EQ(to_string(ErrorCode::InternalError), "InternalError");
   EXPECT_EQ(to_string(static_cast<ErrorCode>(999)), "unknown");
   EXPECT_EQ(to_string(DeliveryStatus::RecipientOffline), "RecipientOffline");
-  EXPECT_EQ(to_string(static_cast<DeliveryStatus>(3)), "unknown");
+  EXPECT_EQ(to_string(static_cast<DeliveryStatus>(200)), "unknown");
   EXPECT_EQ(to_string(MessageType::ClientRegistration), "ClientRegistration");
   EXPECT_EQ(to_string(MessageType::Error), "Error");
   EXPECT_EQ(to_string(static_cast<MessageType>(-1)), "unknown");
-  EXPECT_EQ(to_string(static_cast<MessageType>(5)), "unknown");
+  EXPECT_EQ(to_string(static_cast<MessageType>(100)), "unknown");
   for (auto code : Debra::EnumValuesErrorCode()) EXPECT_NE(to_string(code), "unknown");
   for (auto status : Debra::EnumValuesStatus()) EXPECT_NE(to_string(status), "unknown");
   for (auto type : Debra::EnumValuesMessageType()) EXPECT_NE(to_string(type), "unknown");
+}
+
+TEST(Codec, DeliverySequenceAckAndReceiptRoundTrip) {
+  const std::vector<std::uint8_t> payload{1, 2, 3};
+  auto delivery = encode_delivery(4, 5, 99, payload, 123456789012345ULL);
+  auto d = decode(std::span(*delivery).subspan(kLengthPrefixSize));
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->sequence, 123456789012345ULL);
+  EXPECT_EQ(d->client_id, 4);
+  EXPECT_FALSE(d->receipt);
+
+  auto sent = encode_client_to_client(4, 5, 7, payload, true);
+  auto c = decode(std::span(sent).subspan(kLengthPrefixSize));
+  ASSERT_TRUE(c.has_value());
+  EXPECT_TRUE(c->receipt);
+  EXPECT_EQ(c->sequence, 0u);
+
+  auto ack = encode_ack(42);
+  auto a = decode(std::span(ack).subspan(kLengthPrefixSize));
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->type, MessageType::Ack);
+  EXPECT_EQ(a->sequence, 42u);
+
+  auto receipt = encode_receipt(7, 5, DeliveryStatus::Expired);
+  auto r = decode(std::span(receipt).subspan(kLengthPrefixSize));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->type, MessageType::Receipt);
+  EXPECT_EQ(r->message_id, 7u);
+  EXPECT_EQ(r->for_client, 5);
+  EXPECT_EQ(r->status, DeliveryStatus::Expired);
 }
 
 TEST(Codec, UnknownMessageTypeIsReturnedAsSent) {
