@@ -32,6 +32,9 @@ std::string_view to_string(SendStatus status) {
 namespace {
 
 constexpr std::uint32_t kMaxDeliveryLanes = 64;
+// What the client accepts from the router: the largest --max-frame-size a router may be given, plus
+// the envelope the router adds around a payload.
+constexpr std::uint32_t kMaxAcceptedFrame = 64 * 1024 * 1024 + 4096;
 
 SendResult make_result(SendStatus status, std::uint64_t message_id, std::string reason,
                        wire::ErrorCode code = wire::ErrorCode::NoError) {
@@ -203,7 +206,7 @@ class Client::Impl final : public quic::ConnectionHandler {
   }
 
   void on_stream_data(quic::StreamId id, std::span<const std::uint8_t> data, bool) override {
-    auto [it, inserted] = readers_.try_emplace(id, wire::kDefaultMaxFrameSize * 4);
+    auto [it, inserted] = readers_.try_emplace(id, kMaxAcceptedFrame);
     wire::FrameReader& reader = it->second;
     reader.append(data);
     for (;;) {

@@ -38,6 +38,15 @@ EventLoop::EventLoop() {
 }
 
 EventLoop::~EventLoop() {
+  // Callbacks that never ran may own objects that unregister from this loop when destroyed: destroy
+  // them while the loop is still whole.
+  std::vector<Callback> leftover;
+  {
+    std::lock_guard lock(posted_mutex_);
+    leftover.swap(posted_);
+  }
+  leftover.clear();
+  timer_callbacks_.clear();
   close(wake_fd_);
   close(timer_fd_);
   close(epoll_fd_);
