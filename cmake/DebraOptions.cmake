@@ -1,5 +1,6 @@
 # Every build option of debra, in one place.
 option(DEBRA_BUILD_TESTS "Build the GoogleTest suites and register them with CTest" ON)
+option(DEBRA_BUILD_BENCH "Build the micro-benchmarks and load tools (bench/)" ON)
 option(DEBRA_WERROR "Treat compiler warnings as errors" OFF)
 option(DEBRA_SANITIZE "Build with AddressSanitizer and UndefinedBehaviorSanitizer" OFF)
 option(DEBRA_FUZZ "Build libFuzzer targets (needs clang)" OFF)

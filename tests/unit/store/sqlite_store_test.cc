@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: MIT
+#include "store/sqlite_store.h"
+
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace debra::store {
+namespace {
+
+namespace fs = std::filesystem;
+using core::AppendStatus;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (fs::temp_directory_path() / "debra-store-XXXXXX").string();
+    path_ = mkdtemp(pattern.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+core::Delivery delivery(core::ClientId sender, core::ClientId recipient, std::uint64_t message_id) {
+  return core::Delivery{sender, recipient, message_id, nullptr};
+}
+
+std::vector<std::uint8_t> bytes(std::string_view text) { return {text.begin(), text.end()}; }
+
+std::unique_ptr<SqliteStore> open_store(const std::string& dir, SyncMode mode = SyncMode::Batch,
+                                        core::StoreLimits limits = {}) {
+  auto store = SqliteStore::open(dir, mode, limits);
+  EXPECT_TRUE(store.has_value()) << (store ? "" : store.error().message);
+  return store ? std::move(*store) : nullptr;
+}
+
+TEST(SqliteStore, PendingIsInArrivalOrderPerRecipient) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  for (int i = 0; i < 5; ++i) {
+    auto p = bytes("m" + std::to_string(i));
+    ASSERT_EQ(store->append(delivery(1 + i % 2, 9, 100 + static_cast<std::uint64_t>(i)), p, false, 1000).status,
+              AppendStatus::Stored);
+  }
+  ASSERT_EQ(store->append(delivery(1, 8, 500), bytes("other"), false, 1000).status, AppendStatus::Stored);
+  ASSERT_TRUE(store->commit());
+  auto pending = store->pending(9, 0, 100);
+  ASSERT_EQ(pending.size(), 5u);
+  for (std::size_t i = 0; i < pending.size(); ++i) {
+    EXPECT_EQ(std::string(pending[i].payload.begin(), pending[i].payload.end()), "m" + std::to_string(i));
+    if (i > 0) {
+      EXPECT_GT(pending[i].sequence, pending[i - 1].sequence);
+    }
+  }
+  EXPECT_EQ(store->pending(9, pending[2].sequence, 100).size(), 2u);
+  EXPECT_EQ(store->pending(9, 0, 2).size(), 2u);
+}
+
+TEST(SqliteStore, CommittedMessagesSurviveReopenAndSequencesAreNotReused) {
+  TempDir dir;
+  std::uint64_t last = 0;
+  {
+    auto store = open_store(dir.path());
+    for (std::uint64_t i = 1; i <= 3; ++i) last = store->append(delivery(1, 2, i), bytes("x"), true, 0).sequence;
+    ASSERT_TRUE(store->commit());
+    ASSERT_TRUE(store->acknowledge(2, last).has_value());
+    ASSERT_TRUE(store->commit());
+  }
+  auto store = open_store(dir.path());
+  auto pending = store->pending(2, 0, 10);
+  ASSERT_EQ(pending.size(), 2u);
+  EXPECT_TRUE(pending[0].receipt_requested);
+  EXPECT_EQ(store->stats().held_messages, 2u);
+  auto next = store->append(delivery(1, 2, 4), bytes("y"), false, 0);
+  EXPECT_GT(next.sequence, last);
+}
+
+TEST(SqliteStore, DuplicateMessageIdIsStoredOnceEvenAfterAcknowledgement) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  auto first = store->append(delivery(1, 2, 77), bytes("a"), false, 0);
+  ASSERT_EQ(first.status, AppendStatus::Stored);
+  auto again = store->append(delivery(1, 2, 77), bytes("a"), false, 0);
+  EXPECT_EQ(again.status, AppendStatus::Duplicate);
+  EXPECT_EQ(again.sequence, first.sequence);
+  ASSERT_TRUE(store->acknowledge(2, first.sequence));
+  EXPECT_EQ(store->append(delivery(1, 2, 77), bytes("a"), false, 0).status, AppendStatus::Duplicate);
+  // Another sender may use the same id; legacy messages (id 0) are never deduplicated.
+  EXPECT_EQ(store->append(delivery(3, 2, 77), bytes("a"), false, 0).status, AppendStatus::Stored);
+  EXPECT_EQ(store->append(delivery(3, 2, 0), bytes("a"), false, 0).status, AppendStatus::Stored);
+  EXPECT_EQ(store->append(delivery(3, 2, 0), bytes("a"), false, 0).status, AppendStatus::Stored);
+  EXPECT_EQ(store->pending(2, 0, 10).size(), 3u);
+}
+
+TEST(SqliteStore, OnlyTheRecipientCanAcknowledge) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  auto stored = store->append(delivery(1, 2, 1), bytes("a"), false, 0);
+  EXPECT_FALSE(store->acknowledge(3, stored.sequence).has_value());
+  auto acked = store->acknowledge(2, stored.sequence);
+  ASSERT_TRUE(acked.has_value());
+  EXPECT_EQ(acked->sender, 1);
+  EXPECT_EQ(acked->message_id, 1u);
+  EXPECT_FALSE(store->acknowledge(2, stored.sequence).has_value());
+}
+
+TEST(SqliteStore, QuotaCountsMessagesAndBytesAndFreesOnAcknowledge) {
+  TempDir dir;
+  core::StoreLimits limits;
+  limits.max_messages_per_recipient = 2;
+  limits.max_bytes_per_recipient = 10;
+  auto store = open_store(dir.path(), SyncMode::Batch, limits);
+  auto a = store->append(delivery(1, 2, 1), bytes("aaaa"), false, 0);
+  ASSERT_EQ(a.status, AppendStatus::Stored);
+  auto big = store->append(delivery(1, 2, 2), bytes("bbbbbbbbb"), false, 0);
+  EXPECT_EQ(big.status, AppendStatus::QuotaExceeded);
+  EXPECT_NE(big.reason.find("quota"), std::string::npos);
+  ASSERT_EQ(store->append(delivery(1, 2, 3), bytes("cc"), false, 0).status, AppendStatus::Stored);
+  EXPECT_EQ(store->append(delivery(1, 2, 4), bytes("d"), false, 0).status, AppendStatus::QuotaExceeded);
+  EXPECT_EQ(store->append(delivery(1, 5, 4), bytes("d"), false, 0).status, AppendStatus::Stored);
+  ASSERT_TRUE(store->acknowledge(2, a.sequence));
+  EXPECT_EQ(store->append(delivery(1, 2, 6), bytes("d"), false, 0).status, AppendStatus::Stored);
+  EXPECT_EQ(store->stats().quota_rejections, 2u);
+}
+
+TEST(SqliteStore, ExpireRemovesOnlyMessagesPastTheirDeadline) {
+  TempDir dir;
+  core::StoreLimits limits;
+  limits.ttl_ms = 1000;
+  auto store = open_store(dir.path(), SyncMode::Batch, limits);
+  ASSERT_EQ(store->append(delivery(1, 2, 1), bytes("old"), true, 0).status, AppendStatus::Stored);
+  ASSERT_EQ(store->append(delivery(1, 2, 2), bytes("new"), false, 600).status, AppendStatus::Stored);
+  EXPECT_TRUE(store->expire(999).empty());
+  auto expired = store->expire(1000);
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_EQ(expired[0].message_id, 1u);
+  EXPECT_TRUE(expired[0].receipt_requested);
+  auto pending = store->pending(2, 0, 10);
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].message_id, 2u);
+  EXPECT_EQ(store->stats().expired, 1u);
+  EXPECT_EQ(store->stats().held_messages, 1u);
+}
+
+TEST(SqliteStore, EverySyncModeKeepsCommittedMessages) {
+  for (SyncMode mode : {SyncMode::Always, SyncMode::Batch, SyncMode::Off}) {
+    TempDir dir;
+    {
+      auto store = open_store(dir.path(), mode);
+      ASSERT_EQ(store->append(delivery(1, 2, 1), bytes("kept"), false, 0).status, AppendStatus::Stored);
+      ASSERT_TRUE(store->commit());
+      if (mode == SyncMode::Always) {
+        EXPECT_FALSE(store->dirty());
+      }
+    }
+    auto store = open_store(dir.path(), mode);
+    EXPECT_EQ(store->pending(2, 0, 10).size(), 1u) << to_string(mode);
+  }
+}
+
+TEST(SqliteStore, ParsesSyncModes) {
+  EXPECT_EQ(*parse_sync_mode("always"), SyncMode::Always);
+  EXPECT_EQ(*parse_sync_mode("batch"), SyncMode::Batch);
+  EXPECT_EQ(*parse_sync_mode("off"), SyncMode::Off);
+  EXPECT_FALSE(parse_sync_mode("sometimes").has_value());
+}
+
+// A full filesystem: appends or the commit fail with a clear error, nothing committed before is lost,
+// and the store keeps working once there is room again.
+TEST(SqliteStore, FullFilesystemFailsCleanlyAndKeepsWhatWasCommitted) {
+  TempDir dir;
+  std::string mount_point = dir.path() + "/small";
+  fs::create_directory(mount_point);
+  if (mount("tmpfs", mount_point.c_str(), "tmpfs", 0, "size=256k") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here (needs root): " << std::strerror(errno);
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mount_point};
+  std::vector<std::uint64_t> committed;
+  {
+    auto store = open_store(mount_point);
+    ASSERT_NE(store, nullptr);
+    std::vector<std::uint8_t> payload(8 * 1024, 0x5a);
+    bool failed = false;
+    for (std::uint64_t i = 1; i <= 200 && !failed; ++i) {
+      auto r = store->append(delivery(1, 2, i), payload, false, 0);
+      if (r.status != AppendStatus::Stored) {
+        EXPECT_EQ(r.status, AppendStatus::Unavailable);
+        EXPECT_FALSE(r.reason.empty());
+        failed = true;
+        break;
+      }
+      if (auto c = store->commit(); !c) {
+        EXPECT_NE(c.error().message.find("commit"), std::string::npos);
+        failed = true;
+        break;
+      }
+      committed.push_back(r.sequence);
+    }
+    ASSERT_TRUE(failed) << "256 KiB should not hold 200 x 8 KiB";
+    ASSERT_FALSE(committed.empty());
+    // Reading still works, and acknowledging frees room for new messages.
+    EXPECT_EQ(store->pending(2, 0, 1000).size(), committed.size());
+  }
+  auto store = open_store(mount_point);
+  ASSERT_NE(store, nullptr);
+  auto pending = store->pending(2, 0, 1000);
+  ASSERT_EQ(pending.size(), committed.size());
+  for (std::size_t i = 0; i < pending.size(); ++i) EXPECT_EQ(pending[i].sequence, committed[i]);
+}
+
+TEST(SqliteStore, ReadOnlyDirectoryIsAClearError) {
+  TempDir dir;
+  std::string mount_point = dir.path() + "/ro";
+  fs::create_directory(mount_point);
+  if (mount("tmpfs", mount_point.c_str(), "tmpfs", MS_RDONLY, "size=64k") != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here (needs root): " << std::strerror(errno);
+  }
+  struct Unmount {
+    std::string path;
+    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
+  } unmount{mount_point};
+  auto store = SqliteStore::open(mount_point, SyncMode::Batch, {});
+  ASSERT_FALSE(store.has_value());
+  EXPECT_NE(store.error().message.find("messages.db"), std::string::npos) << store.error().message;
+}
+
+}  // namespace
+}  // namespace debra::store
