@@ -11,6 +11,8 @@ std::string_view to_string(Outcome outcome) {
     case Outcome::RecipientOffline: return "recipient_offline";
     case Outcome::RecipientBusy: return "recipient_busy";
     case Outcome::InvalidRecipient: return "invalid_recipient";
+    case Outcome::QuotaExceeded: return "quota_exceeded";
+    case Outcome::StoreUnavailable: return "store_unavailable";
   }
   return "unknown";
 }

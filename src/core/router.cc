@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
 #include "core/router.h"
 
+#include <algorithm>
 #include <cassert>
 
 namespace debra::core {
 
-Router::Router(RouterLimits limits, OfflineStore* store, RemoteRoute* remote)
+Router::Router(RouterLimits limits, MessageStore* store, RemoteRoute* remote)
     : limits_(limits), store_(store), remote_(remote) {}
 
 void Router::register_client(ClientId id, SessionSink& sink) {
@@ -13,36 +14,82 @@ void Router::register_client(ClientId id, SessionSink& sink) {
   // An invalid id never reaches the registry, even from a caller that skipped its check: such an
   // entry could never be routed to and would only leak.
   if (!is_valid_client_id(id)) return;
-  auto [it, inserted] = online_.try_emplace(id, &sink);
+  auto [it, inserted] = online_.try_emplace(id, Online{&sink});
   if (!inserted) {
-    if (it->second == &sink) return;
-    SessionSink* displaced = it->second;
-    it->second = &sink;
+    if (it->second.sink == &sink) return;
+    SessionSink* displaced = it->second.sink;
+    // Everything not yet acknowledged goes to the new connection again, from the start.
+    it->second = Online{&sink};
     ++stats_.takeovers;
+    // A displaced sink may be gone before the next flush: no outcomes for it.
+    for (Pending& p : pending_) {
+      if (p.sender_sink == displaced) p.sender_sink = nullptr;
+    }
     // The registry already names the new sink, so the displaced one's cleanup (unregister_client)
     // is a no-op whenever it runs.
     displaced->on_displaced();
   }
   ++stats_.registrations;
-  if (store_ != nullptr) store_->drain(id, sink);
+  if (store_ != nullptr) {
+    needs_fill_.insert(id);
+  } else {
+    it->second.caught_up = true;
+  }
 }
 
 void Router::unregister_client(ClientId id, SessionSink& sink) {
   auto it = online_.find(id);
-  if (it != online_.end() && it->second == &sink) online_.erase(it);
+  if (it != online_.end() && it->second.sink == &sink) {
+    online_.erase(it);
+    needs_fill_.erase(id);
+  }
+  for (Pending& p : pending_) {
+    if (p.sender_sink == &sink) p.sender_sink = nullptr;
+  }
 }
 
-Outcome Router::route(const Delivery& delivery) {
-  if (!is_valid_client_id(delivery.recipient)) {
+bool Router::fits(const SessionSink& sink, std::size_t frame_size) const {
+  const std::size_t queued = sink.queued_bytes();
+  // Written as a subtraction so that a sink reporting a huge backlog cannot overflow the sum.
+  return frame_size <= limits_.max_queued_bytes && queued <= limits_.max_queued_bytes - frame_size;
+}
+
+Outcome Router::route(const Submission& message, SessionSink* sender) {
+  if (!is_valid_client_id(message.recipient)) {
     ++stats_.invalid_recipient;
     return Outcome::InvalidRecipient;
   }
-  if (auto it = online_.find(delivery.recipient); it != online_.end()) {
-    SessionSink& sink = *it->second;
-    const std::size_t frame_size = delivery.frame ? delivery.frame->size() : 0;
-    const std::size_t queued = sink.queued_bytes();
-    // Written as a subtraction so that a sink reporting a huge backlog cannot overflow the sum.
-    if (frame_size > limits_.max_queued_bytes || queued > limits_.max_queued_bytes - frame_size) {
+  if (store_ == nullptr) return route_ephemeral(message);
+
+  Delivery delivery{message.sender, message.recipient, message.message_id, nullptr, 0};
+  AppendResult appended = store_->append(delivery, message.payload, message.receipt_requested, now_ms_);
+  switch (appended.status) {
+    case AppendStatus::Stored:
+      delivery.sequence = appended.sequence;
+      delivery.frame = wire::encode_delivery(message.sender, message.recipient, message.message_id, message.payload,
+                                             appended.sequence);
+      pending_.push_back(Pending{sender, message.message_id, std::move(delivery)});
+      return Outcome::Stored;
+    case AppendStatus::Duplicate:
+      // A retry of a message the store already has: answered like the first, delivered once.
+      pending_.push_back(Pending{sender, message.message_id, std::move(delivery)});
+      return Outcome::Stored;
+    case AppendStatus::QuotaExceeded:
+      ++stats_.quota_exceeded;
+      return Outcome::QuotaExceeded;
+    case AppendStatus::Unavailable:
+      ++stats_.store_unavailable;
+      return Outcome::StoreUnavailable;
+  }
+  return Outcome::StoreUnavailable;
+}
+
+Outcome Router::route_ephemeral(const Submission& message) {
+  auto frame = wire::encode_delivery(message.sender, message.recipient, message.message_id, message.payload);
+  Delivery delivery{message.sender, message.recipient, message.message_id, std::move(frame), 0};
+  if (auto it = online_.find(message.recipient); it != online_.end()) {
+    SessionSink& sink = *it->second.sink;
+    if (!fits(sink, delivery.frame->size())) {
       ++stats_.busy;
       return Outcome::RecipientBusy;
     }
@@ -54,17 +101,116 @@ Outcome Router::route(const Delivery& delivery) {
     ++stats_.forwarded_remote;
     return Outcome::ForwardedRemote;
   }
-  if (store_ != nullptr && store_->store(delivery)) {
-    ++stats_.stored;
-    return Outcome::Stored;
-  }
   ++stats_.offline;
   return Outcome::RecipientOffline;
 }
 
+void Router::acknowledge(ClientId recipient, std::uint64_t sequence) {
+  if (store_ == nullptr) return;
+  auto acked = store_->acknowledge(recipient, sequence);
+  if (!acked) return;
+  ++stats_.acknowledged;
+  if (!acked->receipt_requested) return;
+  if (auto it = online_.find(acked->sender); it != online_.end()) {
+    it->second.sink->on_receipt(acked->message_id, recipient, true);
+  }
+}
+
+void Router::on_sink_ready(ClientId id) {
+  auto it = online_.find(id);
+  if (it != online_.end() && !it->second.caught_up) needs_fill_.insert(id);
+}
+
+void Router::hand_over(Online& online, const Delivery& delivery) {
+  online.sink->deliver(delivery);
+  online.cursor = delivery.sequence;
+  ++stats_.delivered;
+}
+
+void Router::flush() {
+  if (store_ == nullptr) return;
+  // In sync mode "always" the store has committed already; the batch still needs its answers.
+  if (store_->dirty() || !pending_.empty()) {
+    auto committed = store_->commit();
+    std::vector<Pending> batch;
+    batch.swap(pending_);
+    if (!committed) {
+      stats_.store_unavailable += batch.size();
+      for (Pending& p : batch) {
+        if (p.sender_sink != nullptr) {
+          p.sender_sink->on_outcome(p.message_id, Outcome::StoreUnavailable, committed.error().message);
+        }
+      }
+      return;
+    }
+    for (Pending& p : batch) {
+      if (p.delivery.frame) ++stats_.stored;
+      if (p.sender_sink != nullptr) p.sender_sink->on_outcome(p.message_id, Outcome::Stored, {});
+      if (!p.delivery.frame) continue;
+      auto it = online_.find(p.delivery.recipient);
+      if (it == online_.end()) continue;
+      Online& online = it->second;
+      if (p.delivery.sequence <= online.cursor) continue;  // a fill handed it over already
+      // Only a caught-up connection takes new messages directly; one that is still being fed from
+      // the store will read this message from there, in order.
+      if (online.caught_up && fits(*online.sink, p.delivery.frame->size())) {
+        hand_over(online, p.delivery);
+      } else if (online.caught_up) {
+        online.caught_up = false;
+        needs_fill_.insert(p.delivery.recipient);
+      }
+    }
+  }
+  if (needs_fill_.empty()) return;
+  std::vector<ClientId> ids(needs_fill_.begin(), needs_fill_.end());
+  needs_fill_.clear();
+  for (ClientId id : ids) {
+    if (auto it = online_.find(id); it != online_.end()) fill(id, it->second);
+  }
+}
+
+void Router::fill(ClientId id, Online& online) {
+  // Up to the queue bound; the rest follows as the peer acknowledges (on_sink_ready), from the
+  // cursor on.
+  const std::size_t batch_size = std::max<std::size_t>(limits_.fill_batch, 1);
+  for (;;) {
+    auto batch = store_->pending(id, online.cursor, batch_size);
+    for (StoredMessage& m : batch) {
+      if (m.expires_at_ms != 0 && m.expires_at_ms <= now_ms_) {
+        online.cursor = m.sequence;  // expire() reports it
+        continue;
+      }
+      // The frame is the payload plus a small envelope: check before encoding.
+      if (!fits(*online.sink, m.payload.size() + wire::kMaxEnvelopeOverhead)) return;
+      Delivery delivery{m.sender, m.recipient, m.message_id,
+                        wire::encode_delivery(m.sender, m.recipient, m.message_id, m.payload, m.sequence),
+                        m.sequence};
+      hand_over(online, delivery);
+    }
+    if (batch.size() < batch_size) {
+      online.caught_up = true;
+      return;
+    }
+  }
+}
+
+std::size_t Router::expire(std::int64_t now_ms) {
+  now_ms_ = now_ms;
+  if (store_ == nullptr) return 0;
+  auto expired = store_->expire(now_ms);
+  stats_.expired += expired.size();
+  for (const StoredMessage& m : expired) {
+    if (!m.receipt_requested) continue;
+    if (auto it = online_.find(m.sender); it != online_.end()) {
+      it->second.sink->on_receipt(m.message_id, m.recipient, false);
+    }
+  }
+  return expired.size();
+}
+
 SessionSink* Router::find(ClientId id) const {
   auto it = online_.find(id);
-  return it == online_.end() ? nullptr : it->second;
+  return it == online_.end() ? nullptr : it->second.sink;
 }
 
 }  // namespace debra::core
