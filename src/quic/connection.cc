@@ -245,13 +245,19 @@ Result<StreamId, Error> Connection::open_uni_stream() {
   return id;
 }
 
-void Connection::write(StreamId id, SharedBytes bytes) {
-  if (state_ != State::Open) return;
+std::uint64_t Connection::write(StreamId id, SharedBytes bytes) {
+  if (state_ != State::Open) return 0;
   Stream* stream = find_stream(id);
-  if (stream == nullptr) return;  // closed or reset by the peer: nothing can reach it any more
+  if (stream == nullptr) return 0;  // closed or reset by the peer: nothing can reach it any more
   queued_bytes_ += bytes->size();
   stream->buffer.append(std::move(bytes));
   transport_.schedule_flush(*this);
+  return stream->buffer.end();
+}
+
+std::uint64_t Connection::acknowledged_offset(StreamId id) const {
+  auto it = streams_.find(id);
+  return it == streams_.end() ? 0 : it->second.buffer.acknowledged();
 }
 
 void Connection::close(std::uint64_t app_error_code, std::string reason) {

@@ -61,6 +61,7 @@ class SendBuffer {
   }
 
   bool has_unsent() const { return sent_ < end_; }
+  std::uint64_t acknowledged() const { return acked_; }
   // Written and not yet acknowledged.
   std::uint64_t unacked_bytes() const { return end_ - acked_; }
   std::uint64_t end() const { return end_; }
