@@ -40,6 +40,27 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout", idle_timeout_s, "Seconds without packets before a connection is closed")
       ->capture_default_str()
       ->check(CLI::Range(1u, 3600u));
+  std::string store_kind = "sqlite";
+  std::string sync = "batch";
+  double ttl_s = static_cast<double>(config.store.ttl_ms) / 1000;
+  app.add_option("--store", store_kind,
+                 "sqlite: keep every accepted message until its recipient acknowledges it; none: forward to "
+                 "online recipients only, as the original debra did")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sqlite", "none"}));
+  app.add_option("--sync", sync,
+                 "always: fsync every message before acknowledging it; batch: one fsync per event-loop "
+                 "iteration; off: no fsync (survives a router crash, not a machine crash)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"always", "batch", "off"}));
+  app.add_option("--inbox-max-messages", config.store.max_messages_per_recipient,
+                 "Messages held for one recipient at most; more get QuotaExceeded")
+      ->capture_default_str();
+  app.add_option("--inbox-max-bytes", config.store.max_bytes_per_recipient,
+                 "Payload bytes held for one recipient at most; more get QuotaExceeded")
+      ->capture_default_str();
+  app.add_option("--message-ttl", ttl_s, "Seconds a message waits for its recipient before it expires (0: forever)")
+      ->capture_default_str();
   app.add_option("--shutdown-timeout-ms", config.shutdown_timeout_ms,
                  "Longest graceful shutdown on SIGINT/SIGTERM")
       ->capture_default_str();
@@ -55,6 +76,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   config.listen = *address;
+  config.durable = store_kind == "sqlite";
+  config.sync = *store::parse_sync_mode(sync);
+  config.store.ttl_ms = static_cast<std::int64_t>(ttl_s * 1000);
   config.quic.transport.idle_timeout = idle_timeout_s * quic::kSecond;
   config.quic.transport.peer_bidi_streams = 1;
   config.quic.transport.peer_uni_streams = 0;  // the original server allowed none; neither do we

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -18,6 +19,11 @@ namespace debra::server {
 namespace {
 
 namespace fs = std::filesystem;
+
+std::int64_t wall_clock_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 // Loads the 32-byte QUIC static secret from the data dir, creating it on first start, so Retry and
 // stateless-reset tokens stay valid across restarts.
@@ -71,7 +77,17 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
     return make_error("the outbound queue limit must be at least the maximum frame size");
   }
 
-  std::unique_ptr<Server> server(new Server(std::move(config), std::move(*tls)));
+  std::unique_ptr<store::SqliteStore> message_store;
+  if (config.durable) {
+    auto opened = store::SqliteStore::open(config.data_dir, config.sync, config.store);
+    if (!opened) return Unexpected{opened.error()};
+    message_store = std::move(*opened);
+    auto stats = message_store->stats();
+    spdlog::info("message store {}/messages.db: {} messages ({} bytes) held, sync {}", config.data_dir,
+                 stats.held_messages, stats.held_bytes, store::to_string(config.sync));
+  }
+
+  std::unique_ptr<Server> server(new Server(std::move(config), std::move(*tls), std::move(message_store)));
   Server* raw = server.get();
   auto endpoint = quic::ServerEndpoint::create(raw->loop_, raw->config_.quic, raw->tls_,
                                                [raw](quic::Connection& c) { return raw->accept(c); });
@@ -80,8 +96,9 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
   return server;
 }
 
-Server::Server(ServerConfig config, quic::TlsServerContext tls)
-    : config_(std::move(config)), tls_(std::move(tls)), router_(config_.router) {
+Server::Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<store::SqliteStore> store)
+    : config_(std::move(config)), tls_(std::move(tls)), store_(std::move(store)),
+      router_(config_.router, store_.get()) {
   // Signals arrive as loop events, so shutdown runs on the loop thread like everything else.
   sigset_t mask;
   sigemptyset(&mask);
@@ -96,9 +113,21 @@ Server::Server(ServerConfig config, quic::TlsServerContext tls)
       begin_shutdown();
     }
   });
+  // Runs before the endpoint's flush (registered earlier), so the replies and deliveries a commit
+  // releases leave in the same iteration.
   loop_.add_before_sleep([this] {
+    router_.set_wall_clock_ms(wall_clock_ms());
+    router_.flush();
     finished_.clear();
     if (shutting_down_) check_shutdown_done();
+  });
+  if (store_) schedule_expiry();
+}
+
+void Server::schedule_expiry() {
+  expiry_timer_ = loop_.add_timer(loop_.now() + quic::kSecond, [this] {
+    if (std::size_t n = router_.expire(wall_clock_ms()); n > 0) spdlog::info("{} messages expired", n);
+    schedule_expiry();
   });
 }
 
@@ -126,8 +155,10 @@ void Server::run() {
               config_.data_dir.c_str());
   std::fflush(stdout);
   loop_.run();
-  spdlog::info("stopped: {} connections accepted, {} messages routed, {} protocol errors",
-               endpoint_->stats().accepted, router_.stats().delivered, counters_.protocol_errors);
+  router_.flush();  // commit what the last iteration accepted but did not answer
+  spdlog::info("stopped: {} connections accepted, {} messages in, {} delivered, {} protocol errors",
+               endpoint_->stats().accepted, counters_.messages_in, router_.stats().delivered,
+               counters_.protocol_errors);
 }
 
 void Server::begin_shutdown() {

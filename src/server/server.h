@@ -14,6 +14,7 @@
 #include "quic/server_endpoint.h"
 #include "quic/tls.h"
 #include "server/session_bridge.h"
+#include "store/sqlite_store.h"
 
 namespace debra::server {
 
@@ -29,6 +30,11 @@ struct ServerConfig {
   std::string key_file;
   // shutdown_timeout_ms: how long a graceful shutdown may take before the process exits anyway.
   std::uint32_t shutdown_timeout_ms = 3000;
+  // durable: keep every accepted message in data_dir/messages.db until its recipient acknowledges
+  // it. false: the original debra's semantics (forward to online recipients, drop the rest).
+  bool durable = true;
+  store::SyncMode sync = store::SyncMode::Batch;
+  core::StoreLimits store;
   SessionConfig session;
   core::RouterLimits router;
   quic::ServerConfig quic;
@@ -49,7 +55,8 @@ class Server {
   void run();
 
  private:
-  explicit Server(ServerConfig config, quic::TlsServerContext tls);
+  Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<store::SqliteStore> store);
+  void schedule_expiry();
   quic::ConnectionHandler* accept(quic::Connection& connection);
   void begin_shutdown();
   void check_shutdown_done();
@@ -57,7 +64,9 @@ class Server {
   ServerConfig config_;
   quic::TlsServerContext tls_;
   net::EventLoop loop_;
+  std::unique_ptr<store::SqliteStore> store_;
   core::Router router_;
+  net::EventLoop::TimerId expiry_timer_ = 0;
   SessionCounters counters_;
   std::unique_ptr<quic::ServerEndpoint> endpoint_;
   std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;

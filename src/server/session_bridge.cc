@@ -65,12 +65,18 @@ void Session::handle_frame(std::span<const std::uint8_t> body) {
     case wire::MessageType::ClientToClient:
       handle_client_to_client(*message);
       return;
+    case wire::MessageType::Ack:
+      if (mode_ == Mode::Native) {
+        handle_ack(*message);
+        return;
+      }
+      break;
     default:
-      fail(ErrorCode::UnknownMessageType, "message type " + std::to_string(static_cast<int>(message->type)) +
-                                              " (" + std::string(wire::to_string(message->type)) +
-                                              ") is not one a client may send");
-      return;
+      break;
   }
+  fail(ErrorCode::UnknownMessageType, "message type " + std::to_string(static_cast<int>(message->type)) + " (" +
+                                          std::string(wire::to_string(message->type)) +
+                                          ") is not one a client may send");
 }
 
 void Session::handle_registration(const wire::Message& message) {
@@ -99,37 +105,61 @@ void Session::handle_client_to_client(const wire::Message& message) {
     return;
   }
   ++counters_.messages_in;
-  if (!core::is_valid_client_id(message.for_client)) {
-    std::string reason = "recipient id " + std::to_string(message.for_client) + " is outside 1..2147483647";
-    if (mode_ == Mode::Native) {
-      reply(message.message_id, wire::DeliveryStatus::Rejected, ErrorCode::InvalidId, reason);
-    } else {
-      fail(ErrorCode::InvalidId, std::move(reason));  // a legacy client has no other way to hear it
-    }
+  if (!core::is_valid_client_id(message.for_client) && mode_ != Mode::Native) {
+    // A legacy client has no other way to hear it.
+    fail(ErrorCode::InvalidId, "recipient id " + std::to_string(message.for_client) + " is outside 1..2147483647");
     return;
   }
   // The sender is the registered id, whatever the frame claims.
-  core::Delivery delivery{client_id_, message.for_client, message.message_id,
-                          wire::encode_delivery(client_id_, message.for_client, message.message_id, message.payload)};
-  core::Outcome outcome = router_.route(delivery);
-  if (mode_ != Mode::Native) return;
+  core::Submission submission{client_id_, message.for_client, message.message_id, message.payload,
+                              message.receipt && mode_ == Mode::Native};
+  core::Outcome outcome = router_.route(submission, this);
+  if (outcome != core::Outcome::Stored) on_outcome(message.message_id, outcome, {});
+}
+
+void Session::on_outcome(std::uint64_t message_id, core::Outcome outcome, std::string_view reason) {
+  if (mode_ != Mode::Native || closing_) return;
   switch (outcome) {
     case core::Outcome::Delivered:
     case core::Outcome::Stored:
     case core::Outcome::ForwardedRemote:
-      reply(message.message_id, wire::DeliveryStatus::Accepted, ErrorCode::NoError, {});
+      reply(message_id, wire::DeliveryStatus::Accepted, ErrorCode::NoError, {});
       return;
     case core::Outcome::RecipientOffline:
-      reply(message.message_id, wire::DeliveryStatus::RecipientOffline, ErrorCode::NoError, {});
+      reply(message_id, wire::DeliveryStatus::RecipientOffline, ErrorCode::NoError, {});
       return;
     case core::Outcome::RecipientBusy:
-      reply(message.message_id, wire::DeliveryStatus::Rejected, ErrorCode::RecipientBusy,
+      reply(message_id, wire::DeliveryStatus::Rejected, ErrorCode::RecipientBusy,
             "the recipient's queue is full; retry later");
       return;
     case core::Outcome::InvalidRecipient:
-      reply(message.message_id, wire::DeliveryStatus::Rejected, ErrorCode::InvalidId, "invalid recipient id");
+      reply(message_id, wire::DeliveryStatus::Rejected, ErrorCode::InvalidId,
+            "recipient id is outside 1..2147483647");
+      return;
+    case core::Outcome::QuotaExceeded:
+      reply(message_id, wire::DeliveryStatus::Rejected, ErrorCode::QuotaExceeded,
+            reason.empty() ? std::string_view("the recipient's inbox is full; retry later") : reason);
+      return;
+    case core::Outcome::StoreUnavailable:
+      reply(message_id, wire::DeliveryStatus::Rejected, ErrorCode::StoreUnavailable,
+            reason.empty() ? std::string_view("the router cannot store messages right now") : reason);
       return;
   }
+}
+
+void Session::on_receipt(std::uint64_t message_id, core::ClientId recipient, bool delivered) {
+  if (mode_ != Mode::Native || closing_) return;
+  connection_.write(stream_, wire::encode_receipt(message_id, recipient,
+                                                  delivered ? wire::DeliveryStatus::Delivered
+                                                            : wire::DeliveryStatus::Expired));
+}
+
+void Session::handle_ack(const wire::Message& message) {
+  if (!registered_) {
+    fail(ErrorCode::NotRegistered, "an Ack before the ClientRegistration");
+    return;
+  }
+  router_.acknowledge(client_id_, message.sequence);
 }
 
 void Session::reply(std::uint64_t message_id, wire::DeliveryStatus status, ErrorCode code, std::string_view reason) {
@@ -169,7 +199,22 @@ void Session::on_displaced() {
 void Session::deliver(const core::Delivery& delivery) {
   if (closing_) return;
   quic::StreamId stream = mode_ == Mode::Native ? lane_for(delivery.sender) : stream_;
-  connection_.write(stream, delivery.frame);
+  std::uint64_t end = connection_.write(stream, delivery.frame);
+  if (mode_ == Mode::Legacy && delivery.sequence != 0 && end != 0) {
+    awaiting_transport_ack_.emplace_back(end, delivery.sequence);
+  }
+}
+
+void Session::on_data_acknowledged() {
+  if (!registered_) return;
+  if (!awaiting_transport_ack_.empty()) {
+    std::uint64_t acked = connection_.acknowledged_offset(stream_);
+    while (!awaiting_transport_ack_.empty() && awaiting_transport_ack_.front().first <= acked) {
+      router_.acknowledge(client_id_, awaiting_transport_ack_.front().second);
+      awaiting_transport_ack_.pop_front();
+    }
+  }
+  router_.on_sink_ready(client_id_);
 }
 
 quic::StreamId Session::lane_for(core::ClientId sender) {

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <vector>
 
@@ -51,15 +52,20 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   void on_stream_data(quic::StreamId id, std::span<const std::uint8_t> data, bool fin) override;
   void on_closed(const quic::CloseInfo& info) override;
 
+  void on_data_acknowledged() override;
+
   // core::SessionSink
   void deliver(const core::Delivery& delivery) override;
   std::size_t queued_bytes() const override { return connection_.queued_bytes(); }
   void on_displaced() override;
+  void on_outcome(std::uint64_t message_id, core::Outcome outcome, std::string_view reason) override;
+  void on_receipt(std::uint64_t message_id, core::ClientId recipient, bool delivered) override;
 
  private:
   void handle_frame(std::span<const std::uint8_t> body);
   void handle_registration(const wire::Message& message);
   void handle_client_to_client(const wire::Message& message);
+  void handle_ack(const wire::Message& message);
   void reply(std::uint64_t message_id, wire::DeliveryStatus status, wire::ErrorCode code, std::string_view reason);
   // Ends the session for a peer's fault or a policy decision: logs one line, tells a native client
   // why in an Error frame, and closes the connection with code.
@@ -75,6 +81,9 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   wire::FrameReader reader_;
   quic::StreamId stream_ = -1;  // the client's bidirectional stream
   std::vector<quic::StreamId> lanes_;  // native: delivery streams by lane, -1 until opened
+  // Legacy clients cannot acknowledge: a delivery counts as taken once QUIC acknowledged its last
+  // byte. (stream offset just past the frame, sequence), in stream order.
+  std::deque<std::pair<std::uint64_t, std::uint64_t>> awaiting_transport_ack_;
   core::ClientId client_id_ = 0;
   bool registered_ = false;
   bool closing_ = false;
