@@ -57,12 +57,17 @@ struct ClientOptions {
   // keep_alive: ping the router after this long without traffic, so idle clients stay connected.
   std::chrono::milliseconds keep_alive{10000};
   std::chrono::milliseconds idle_timeout{30000};
+  // auto_acknowledge: acknowledge each message to the router as soon as receive() returns it or the
+  // message handler has run. Turn it off to acknowledge only once the message is safely processed
+  // (acknowledge()); the router redelivers unacknowledged messages after a reconnect.
+  bool auto_acknowledge = true;
 };
 
 // SendStatus: the outcome of one send.
 enum class SendStatus {
-  Accepted,          // the router took the message (native: its reply; legacy: written to the stream)
-  RecipientOffline,  // the router has no connection for the recipient; the message was dropped
+  Accepted,          // the router took the message (native: stored durably, it will reach the recipient;
+                     // legacy: written to the stream)
+  RecipientOffline,  // a router without a store has no connection for the recipient; dropped
   Rejected,          // the router refused it; error_code and reason say why
   NotConnected,      // the client had no registered connection (or lost it before the reply)
   InvalidArgument,   // the client refused it before sending (bad recipient id, payload too large)
@@ -78,10 +83,28 @@ struct SendResult {
   bool ok() const { return status == SendStatus::Accepted; }
 };
 
+// Receipt: what became of a message sent with SendOptions::receipt.
+struct Receipt {
+  std::uint64_t message_id = 0;
+  std::int32_t recipient = 0;
+  bool delivered = false;  // true: the recipient acknowledged it; false: it expired undelivered
+};
+
+// SendOptions: per-message choices.
+struct SendOptions {
+  // message_id: the id the router deduplicates retries by (per sender); 0 picks a fresh one. Send
+  // again with the same id after a lost reply, and the recipient still gets the message once.
+  std::uint64_t message_id = 0;
+  // on_receipt: when set, the router sends a receipt once the recipient acknowledges the message
+  // (or it expires), and this runs on the client's thread. Only while this client is connected.
+  std::function<void(const Receipt&)> on_receipt;
+};
+
 // Message: a message received from another client.
 struct Message {
   std::int32_t sender = 0;         // stamped by the router (native) or as forwarded (legacy)
   std::uint64_t message_id = 0;    // the sender's id for it (native senders; 0 from legacy ones)
+  std::uint64_t sequence = 0;      // the router's number for it, for acknowledge()
   std::vector<std::uint8_t> payload;
   std::string_view text() const { return {reinterpret_cast<const char*>(payload.data()), payload.size()}; }
 };
@@ -98,10 +121,16 @@ class Client {
 
   // Sends payload to recipient. The future completes with the router's reply (native), or once the
   // message is written (legacy). Messages from one client reach each recipient in send order.
-  std::future<SendResult> send(std::int32_t recipient, std::span<const std::uint8_t> payload);
-  std::future<SendResult> send(std::int32_t recipient, std::string_view text) {
-    return send(recipient, std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+  std::future<SendResult> send(std::int32_t recipient, std::span<const std::uint8_t> payload,
+                               SendOptions options = {});
+  std::future<SendResult> send(std::int32_t recipient, std::string_view text, SendOptions options = {}) {
+    return send(recipient, std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()),
+                std::move(options));
   }
+
+  // Tells the router that message was taken, so it is deleted from the router's store (native).
+  // Only needed with auto_acknowledge off.
+  void acknowledge(const Message& message);
 
   // The next received message, waiting up to timeout; nullopt on timeout or once closed.
   std::optional<Message> receive(std::chrono::milliseconds timeout);

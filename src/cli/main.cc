@@ -100,29 +100,56 @@ std::string describe(const debra::SendResult& result, std::int32_t recipient) {
 }
 
 int run_send(const CommonFlags& flags, std::int32_t id, std::int32_t to, const std::vector<std::string>& words,
-             double timeout_s) {
+             double timeout_s, bool want_receipt) {
   std::string text;
   for (const auto& word : words) text += (text.empty() ? "" : " ") + word;
+  if (want_receipt && flags.legacy) {
+    std::fprintf(stderr, "debra send: --receipt needs the native protocol (drop --legacy)\n");
+    return 2;
+  }
   auto client = connect_or_report("send", flags, id);
   if (!client) return 1;
-  auto reply = client->send(to, text);
-  auto deadline = std::chrono::duration<double>(timeout_s);
-  if (reply.wait_for(deadline) != std::future_status::ready) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                         std::chrono::duration<double>(timeout_s));
+  std::promise<debra::Receipt> receipt;
+  auto receipt_future = receipt.get_future();
+  debra::SendOptions options;
+  if (want_receipt) options.on_receipt = [&receipt](const debra::Receipt& r) { receipt.set_value(r); };
+  auto reply = client->send(to, text, std::move(options));
+  if (reply.wait_until(deadline) != std::future_status::ready) {
     std::fprintf(stderr, "debra send: no reply from the router within %.1f s\n", timeout_s);
     return 1;
   }
   auto result = reply.get();
-  client->close();  // waits until the router has the bytes (legacy: the only confirmation there is)
   if (!result.ok()) {
     std::fprintf(stderr, "debra send: %s\n", describe(result, to).c_str());
     return 1;
   }
+  if (want_receipt) {
+    if (receipt_future.wait_until(deadline) != std::future_status::ready) {
+      std::fprintf(stderr, "debra send: accepted, but no delivery receipt within %.1f s (recipient %d has not taken it)\n",
+                   timeout_s, to);
+      return 1;
+    }
+    if (!receipt_future.get().delivered) {
+      std::fprintf(stderr, "debra send: the message expired before recipient %d took it\n", to);
+      return 1;
+    }
+  }
+  client->close();  // waits until the router has the bytes (legacy: the only confirmation there is)
   return 0;
 }
 
 int run_listen(const CommonFlags& flags, std::int32_t id, std::uint64_t count, double timeout_s, bool json) {
-  auto client = connect_or_report("listen", flags, id);
-  if (!client) return 1;
+  auto options = flags.options(id);
+  options.auto_acknowledge = false;  // acknowledged once printed: a crash before that means redelivery
+  auto connected = debra::Client::connect(options);
+  if (!connected) {
+    std::fprintf(stderr, "debra listen: cannot connect to %s as id %d: %s\n", flags.server.c_str(), id,
+                 connected.error().message.c_str());
+    return 1;
+  }
+  auto client = std::move(*connected);
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                                          std::chrono::duration<double>(timeout_s));
   std::uint64_t received = 0;
@@ -143,6 +170,7 @@ int run_listen(const CommonFlags& flags, std::int32_t id, std::uint64_t count, d
       std::fputc('\n', stdout);
     }
     std::fflush(stdout);
+    client->acknowledge(*message);
   }
   client->close();
   if (count != 0 && received < count) {
@@ -220,11 +248,14 @@ int main(int argc, char** argv) {
   std::int32_t to = 0;
   std::vector<std::string> words;
   double send_timeout = 10;
-  auto* send = app.add_subcommand("send", "Send one message; exits 0 only once the router accepted it");
+  bool want_receipt = false;
+  auto* send = app.add_subcommand("send", "Send one message; exits 0 only once the router stored it durably");
   flags.add_to(*send);
   send->add_option("--id", id, "Your id (1..2147483647)")->required();
   send->add_option("--to", to, "Recipient id")->required();
-  send->add_option("--timeout", send_timeout, "Seconds to wait for the router's reply")->capture_default_str();
+  send->add_option("--timeout", send_timeout, "Seconds to wait for the router's reply (and the receipt)")
+      ->capture_default_str();
+  send->add_flag("--receipt", want_receipt, "Wait until the recipient has taken the message (delivery receipt)");
   send->add_option("text", words, "The message")->required();
 
   std::uint64_t count = 0;
@@ -247,7 +278,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "debra: unknown --log-level '%s'\n", flags.log_level.c_str());
     return 2;
   }
-  if (*send) return run_send(flags, id, to, words, send_timeout);
+  if (*send) return run_send(flags, id, to, words, send_timeout, want_receipt);
   if (*listen) return run_listen(flags, id, count, listen_timeout, json);
   return run_chat(flags, id, to);
 }

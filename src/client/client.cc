@@ -92,10 +92,13 @@ class Client::Impl final : public quic::ConnectionHandler {
 
   ~Impl() override { close(); }
 
-  std::future<SendResult> send(std::int32_t recipient, std::span<const std::uint8_t> payload) {
+  std::future<SendResult> send(std::int32_t recipient, std::span<const std::uint8_t> payload, SendOptions send_options) {
     std::promise<SendResult> promise;
     auto future = promise.get_future();
-    std::uint64_t message_id = next_message_id_.fetch_add(1, std::memory_order_relaxed);
+    std::uint64_t message_id = send_options.message_id != 0
+                                   ? send_options.message_id
+                                   : next_message_id_.fetch_add(1, std::memory_order_relaxed);
+    bool receipt = static_cast<bool>(send_options.on_receipt) && options_.protocol == Protocol::Native;
     if (recipient < 1) {
       promise.set_value(make_result(SendStatus::InvalidArgument, message_id,
                                     "recipient id " + std::to_string(recipient) + " is outside 1..2147483647"));
@@ -110,7 +113,7 @@ class Client::Impl final : public quic::ConnectionHandler {
     }
     // Encoded here, on the caller's thread, so the loop thread only queues bytes.
     auto frame = std::make_shared<const std::vector<std::uint8_t>>(wire::encode_client_to_client(
-        options_.id, recipient, options_.protocol == Protocol::Native ? message_id : 0, payload));
+        options_.id, recipient, options_.protocol == Protocol::Native ? message_id : 0, payload, receipt));
     {
       std::lock_guard lock(mutex_);
       if (closed_) {
@@ -120,8 +123,10 @@ class Client::Impl final : public quic::ConnectionHandler {
     }
     // std::function needs a copyable callable, and a promise is move-only.
     auto shared_promise = std::make_shared<std::promise<SendResult>>(std::move(promise));
-    loop_.post([this, message_id, frame = std::move(frame), shared_promise]() mutable {
+    loop_.post([this, message_id, frame = std::move(frame), shared_promise,
+                on_receipt = std::move(send_options.on_receipt), receipt]() mutable {
       auto& reply = *shared_promise;
+      if (receipt) receipt_handlers_[message_id] = std::move(on_receipt);
       if (!registered_on_loop_ || endpoint_ == nullptr || endpoint_->connection() == nullptr) {
         reply.set_value(make_result(SendStatus::NotConnected, message_id,
                                       "not connected" + (last_reason_loop_.empty() ? "" : ": " + last_reason_loop_)));
@@ -143,7 +148,20 @@ class Client::Impl final : public quic::ConnectionHandler {
     if (received_.empty()) return std::nullopt;
     Message message = std::move(received_.front());
     received_.pop_front();
+    lock.unlock();
+    if (options_.auto_acknowledge) acknowledge(message);
     return message;
+  }
+
+  void acknowledge(const Message& message) {
+    if (options_.protocol != Protocol::Native || message.sequence == 0) return;
+    std::uint64_t sequence = message.sequence;
+    loop_.post([this, sequence] {
+      // Sequences are the router's, not the connection's: an acknowledgement sent after a reconnect
+      // still removes the message. One that cannot be sent now only costs a redelivery.
+      if (!registered_on_loop_ || endpoint_ == nullptr) return;
+      if (auto* c = endpoint_->connection()) c->write(stream_, wire::encode_ack(sequence));
+    });
   }
 
   void set_message_handler(std::function<void(Message)> handler) {
@@ -342,7 +360,7 @@ class Client::Impl final : public quic::ConnectionHandler {
                         std::string(message.reason);
         return;
       case wire::MessageType::ClientToClient: {
-        Message received{message.client_id, message.message_id,
+        Message received{message.client_id, message.message_id, message.sequence,
                          std::vector<std::uint8_t>(message.payload.begin(), message.payload.end())};
         std::function<void(Message)> handler;
         {
@@ -351,10 +369,22 @@ class Client::Impl final : public quic::ConnectionHandler {
           if (!handler) received_.push_back(std::move(received));
         }
         if (handler) {
+          std::uint64_t sequence = received.sequence;
           handler(std::move(received));
+          if (options_.auto_acknowledge && options_.protocol == Protocol::Native && sequence != 0) {
+            endpoint_->connection()->write(stream_, wire::encode_ack(sequence));
+          }
         } else {
           received_cv_.notify_one();
         }
+        return;
+      }
+      case wire::MessageType::Receipt: {
+        auto it = receipt_handlers_.find(message.message_id);
+        if (it == receipt_handlers_.end()) return;
+        auto handler = std::move(it->second);
+        receipt_handlers_.erase(it);
+        handler(Receipt{message.message_id, message.for_client, message.status == wire::DeliveryStatus::Delivered});
         return;
       }
       default:
@@ -384,6 +414,8 @@ class Client::Impl final : public quic::ConnectionHandler {
   quic::StreamId stream_ = -1;
   std::unordered_map<quic::StreamId, wire::FrameReader> readers_;
   std::unordered_map<std::uint64_t, std::promise<SendResult>> pending_;
+  // Receipts outlive a reconnect: the router sends them to whichever connection holds our id.
+  std::unordered_map<std::uint64_t, std::function<void(const Receipt&)>> receipt_handlers_;
   bool registered_on_loop_ = false;
   bool closing_ = false;
   std::string server_error_;
@@ -417,9 +449,11 @@ Result<std::unique_ptr<Client>, Error> Client::connect(ClientOptions options) {
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
 
-std::future<SendResult> Client::send(std::int32_t recipient, std::span<const std::uint8_t> payload) {
-  return impl_->send(recipient, payload);
+std::future<SendResult> Client::send(std::int32_t recipient, std::span<const std::uint8_t> payload,
+                                     SendOptions options) {
+  return impl_->send(recipient, payload, std::move(options));
 }
+void Client::acknowledge(const Message& message) { impl_->acknowledge(message); }
 std::optional<Message> Client::receive(std::chrono::milliseconds timeout) { return impl_->receive(timeout); }
 void Client::set_message_handler(std::function<void(Message)> handler) {
   impl_->set_message_handler(std::move(handler));
