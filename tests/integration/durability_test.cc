@@ -1,0 +1,367 @@
+// SPDX-License-Identifier: MIT
+//
+// Durable store-and-forward (#3): what the router accepted reaches its recipient, once and in order,
+// across recipients that are offline, reconnect, or never acknowledge, and across a router that is
+// killed mid-stream; retries are deduplicated; quotas, time-to-live and a full or read-only disk
+// behave as docs/protocol.md says.
+#include <sys/mount.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+#include <set>
+
+#include "test_support.h"
+
+namespace debra::testing {
+namespace {
+
+constexpr std::uint16_t kQuotaExceeded = 11;
+constexpr std::uint16_t kStoreUnavailable = 12;
+
+// Receives until `quiet` passes without a message (or `limit` messages arrived).
+std::vector<Message> drain(Client& client, std::chrono::milliseconds quiet, std::size_t limit = SIZE_MAX) {
+  std::vector<Message> out;
+  while (out.size() < limit) {
+    auto m = client.receive(quiet);
+    if (!m) break;
+    out.push_back(std::move(*m));
+  }
+  return out;
+}
+
+// The payloads of the crash test: "m<index>".
+std::string payload_of(std::size_t i) { return "m" + std::to_string(i); }
+
+// B is offline; A pipelines 10,000 messages; the router is SIGKILLed part-way, at a random point,
+// and restarted. B must then receive every message A got an acknowledgement for, exactly once and in
+// order (messages the router stored but could not acknowledge before dying may arrive too).
+TEST(Durability, NothingAcknowledgedIsLostWhenTheRouterIsKilled) {
+  constexpr std::size_t kMessages = 10'000;
+  constexpr std::size_t kWindow = 256;
+  std::mt19937 rng(20261125);
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    ServerProcess server;
+    ASSERT_TRUE(server.start());
+    const std::size_t kill_after = std::uniform_int_distribution<std::size_t>(500, kMessages - 500)(rng);
+    std::set<std::size_t> acknowledged;
+    {
+      auto a = connect_client([&] {
+        auto o = client_options(server, 1);
+        o.reconnect = false;
+        return o;
+      }());
+      ASSERT_NE(a, nullptr);
+      std::deque<std::pair<std::size_t, std::future<SendResult>>> in_flight;
+      bool killed = false;
+      for (std::size_t i = 0; i < kMessages || !in_flight.empty();) {
+        if (i < kMessages && !killed && in_flight.size() < kWindow) {
+          in_flight.emplace_back(i, a->send(2, payload_of(i)));
+          ++i;
+          continue;
+        }
+        if (in_flight.empty()) break;
+        auto [index, future] = std::move(in_flight.front());
+        in_flight.pop_front();
+        auto result = await(std::move(future));
+        if (result.status == SendStatus::Accepted) {
+          acknowledged.insert(index);
+        } else {
+          ASSERT_TRUE(killed) << "message " << index << " failed before the kill: " << describe(result);
+        }
+        if (!killed && acknowledged.size() >= kill_after) {
+          server.stop(SIGKILL);
+          killed = true;
+          i = kMessages;  // stop sending; collect what is in flight
+        }
+      }
+      ASSERT_TRUE(killed);
+    }
+    ASSERT_TRUE(server.start());
+    auto b = connect_client(server, 2);
+    ASSERT_NE(b, nullptr);
+    auto received = drain(*b, std::chrono::milliseconds(3000));
+    std::size_t previous = 0;
+    bool first = true;
+    std::set<std::size_t> got;
+    for (const Message& m : received) {
+      ASSERT_EQ(m.sender, 1);
+      std::size_t index = std::stoul(std::string(m.text().substr(1)));
+      ASSERT_TRUE(first || index > previous) << "out of order or duplicate: " << index << " after " << previous;
+      first = false;
+      previous = index;
+      got.insert(index);
+    }
+    for (std::size_t index : acknowledged) ASSERT_TRUE(got.count(index)) << "acknowledged message " << index << " lost";
+    EXPECT_GE(got.size(), acknowledged.size());
+  }
+}
+
+TEST(Durability, UnacknowledgedMessagesAreRedeliveredAfterAReconnect) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  auto a = connect_client(server, 1);
+  ASSERT_NE(a, nullptr);
+  ASSERT_EQ(await(a->send(2, "first")).status, SendStatus::Accepted);
+  ASSERT_EQ(await(a->send(2, "second")).status, SendStatus::Accepted);
+  {
+    auto options = client_options(server, 2);
+    options.auto_acknowledge = false;
+    auto b = connect_client(options);
+    ASSERT_NE(b, nullptr);
+    auto got = drain(*b, std::chrono::milliseconds(500), 2);
+    ASSERT_EQ(got.size(), 2u);
+    b->acknowledge(got[0]);  // only the first is taken
+    b->close();
+  }
+  auto b = connect_client(server, 2);
+  ASSERT_NE(b, nullptr);
+  auto again = drain(*b, std::chrono::milliseconds(500));
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].text(), "second");
+  b->close();
+  auto b2 = connect_client(server, 2);
+  ASSERT_NE(b2, nullptr);
+  EXPECT_TRUE(drain(*b2, std::chrono::milliseconds(300)).empty()) << "acknowledged messages came back";
+}
+
+TEST(Durability, RetriesWithTheSameMessageIdAreDeliveredOnce) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  auto a = connect_client(server, 1);
+  ASSERT_NE(a, nullptr);
+  SendOptions same;
+  same.message_id = 0xfeed0001;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    auto result = await(a->send(2, "only once", same));
+    ASSERT_EQ(result.status, SendStatus::Accepted) << describe(result);
+    EXPECT_EQ(result.message_id, same.message_id);
+  }
+  ASSERT_EQ(await(a->send(2, "next")).status, SendStatus::Accepted);
+  auto b = connect_client(server, 2);
+  ASSERT_NE(b, nullptr);
+  auto got = drain(*b, std::chrono::milliseconds(500));
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].text(), "only once");
+  EXPECT_EQ(got[0].message_id, same.message_id);
+  EXPECT_EQ(got[1].text(), "next");
+}
+
+TEST(Durability, TheRetryOfAMessageLostWithTheRouterIsDeliveredOnce) {
+  // The sender cannot know whether a message whose reply never came was stored: it resends with the
+  // same id after the router restarts, and the recipient gets it once either way.
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  SendOptions same;
+  same.message_id = 77;
+  {
+    auto a = connect_client(server, 1);
+    ASSERT_NE(a, nullptr);
+    ASSERT_EQ(await(a->send(2, "maybe lost", same)).status, SendStatus::Accepted);
+  }
+  server.stop(SIGKILL);
+  ASSERT_TRUE(server.start());
+  auto a = connect_client(server, 1);
+  ASSERT_NE(a, nullptr);
+  ASSERT_EQ(await(a->send(2, "maybe lost", same)).status, SendStatus::Accepted);
+  auto b = connect_client(server, 2);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(drain(*b, std::chrono::milliseconds(500)).size(), 1u);
+}
+
+TEST(Durability, QuotaRefusesWithAClearReplyAndFreesOnAcknowledgement) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_args({"--inbox-max-messages", "3"})));
+  auto a = connect_client(server, 1);
+  ASSERT_NE(a, nullptr);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(await(a->send(2, "fits")).status, SendStatus::Accepted);
+  auto full = await(a->send(2, "too many"));
+  ASSERT_EQ(full.status, SendStatus::Rejected) << describe(full);
+  EXPECT_EQ(full.error_code, kQuotaExceeded);
+  EXPECT_NE(full.reason.find("quota"), std::string::npos) << full.reason;
+  // Other recipients are not affected.
+  EXPECT_EQ(await(a->send(3, "elsewhere")).status, SendStatus::Accepted);
+  {
+    auto b = connect_client(server, 2);
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ(drain(*b, std::chrono::milliseconds(500)).size(), 3u);
+    b->close();  // acknowledgements are sent before the close
+  }
+  EXPECT_EQ(await(a->send(2, "room again")).status, SendStatus::Accepted);
+}
+
+TEST(Durability, ExpiredMessagesAreDroppedAndReportedToSendersThatAskedForAReceipt) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_args({"--message-ttl", "1"})));
+  auto a = connect_client(server, 1);
+  ASSERT_NE(a, nullptr);
+  std::promise<Receipt> receipt;
+  auto receipt_future = receipt.get_future();
+  SendOptions options;
+  options.on_receipt = [&receipt](const Receipt& r) { receipt.set_value(r); };
+  ASSERT_EQ(await(a->send(2, "too late", options)).status, SendStatus::Accepted);
+  ASSERT_EQ(receipt_future.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto r = receipt_future.get();
+  EXPECT_FALSE(r.delivered);
+  EXPECT_EQ(r.recipient, 2);
+  auto b = connect_client(server, 2);
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(drain(*b, std::chrono::milliseconds(300)).empty());
+  EXPECT_NE(server.stderr_text().find("expired"), std::string::npos);
+}
+
+TEST(Durability, DeliveryReceiptArrivesWhenTheRecipientAcknowledges) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  auto a = connect_client(server, 1);
+  ASSERT_NE(a, nullptr);
+  std::promise<Receipt> receipt;
+  auto receipt_future = receipt.get_future();
+  SendOptions options;
+  options.on_receipt = [&receipt](const Receipt& r) { receipt.set_value(r); };
+  auto sent = await(a->send(2, "tell me", options));
+  ASSERT_EQ(sent.status, SendStatus::Accepted);
+  EXPECT_EQ(receipt_future.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout)
+      << "a receipt before the recipient took the message";
+  auto b_options = client_options(server, 2);
+  b_options.auto_acknowledge = false;
+  auto b = connect_client(b_options);
+  ASSERT_NE(b, nullptr);
+  auto m = b->receive(std::chrono::seconds(5));
+  ASSERT_TRUE(m.has_value());
+  b->acknowledge(*m);
+  ASSERT_EQ(receipt_future.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  auto r = receipt_future.get();
+  EXPECT_TRUE(r.delivered);
+  EXPECT_EQ(r.message_id, sent.message_id);
+  EXPECT_EQ(r.recipient, 2);
+}
+
+TEST(Durability, OfflineLegacyRecipientGetsItsMessagesWhenItConnects) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  auto a = connect_client(server, 1);
+  ASSERT_NE(a, nullptr);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(await(a->send(5, "for legacy " + std::to_string(i))).status, SendStatus::Accepted);
+  {
+    auto b = connect_client(server, 5, Protocol::Legacy);
+    ASSERT_NE(b, nullptr);
+    auto got = drain(*b, std::chrono::milliseconds(500));
+    ASSERT_EQ(got.size(), 3u);
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(got[static_cast<std::size_t>(i)].text(), "for legacy " + std::to_string(i));
+    b->close();
+  }
+  // Delivered means acknowledged by QUIC for a legacy client: nothing comes back.
+  auto b = connect_client(server, 5, Protocol::Legacy);
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(drain(*b, std::chrono::milliseconds(300)).empty());
+}
+
+// Mounts a small tmpfs over the server's data dir for the test's lifetime.
+class SmallDisk {
+ public:
+  SmallDisk(const std::string& dir, const char* size) : dir_(dir) {
+    std::string options = std::string("size=") + size;
+    mounted_ = mount("tmpfs", dir.c_str(), "tmpfs", 0, options.c_str()) == 0;
+    if (!mounted_) error_ = std::strerror(errno);
+  }
+  ~SmallDisk() {
+    if (mounted_) umount2(dir_.c_str(), MNT_DETACH);
+  }
+  bool mounted() const { return mounted_; }
+  const std::string& error() const { return error_; }
+  bool remount(bool read_only) {
+    unsigned long flags = MS_REMOUNT | (read_only ? MS_RDONLY : 0UL);
+    return mount("tmpfs", dir_.c_str(), "tmpfs", flags, nullptr) == 0;
+  }
+
+ private:
+  std::string dir_;
+  bool mounted_ = false;
+  std::string error_;
+};
+
+TEST(Durability, AFullDiskRefusesNewMessagesAndLosesNoAcceptedOne) {
+  ServerProcess server;
+  SmallDisk disk(server.data_dir(), "1m");
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs (needs root): " << disk.error();
+  ASSERT_TRUE(server.start());
+  auto a = connect_client(server, 1);
+  ASSERT_NE(a, nullptr);
+  std::vector<std::uint8_t> payload(32 * 1024, 0x42);
+  std::vector<std::size_t> accepted;
+  std::size_t refused = 0;
+  for (std::size_t i = 0; i < 64 && refused < 3; ++i) {
+    payload[0] = static_cast<std::uint8_t>(i);
+    auto result = await(a->send(2, payload));
+    if (result.status == SendStatus::Accepted) {
+      accepted.push_back(i);
+      continue;
+    }
+    ASSERT_EQ(result.status, SendStatus::Rejected) << describe(result);
+    EXPECT_EQ(result.error_code, kStoreUnavailable) << describe(result);
+    EXPECT_FALSE(result.reason.empty());
+    ++refused;
+  }
+  ASSERT_GT(refused, 0u) << "1 MiB of disk held 64 x 32 KiB";
+  ASSERT_FALSE(accepted.empty());
+  // The router still serves everyone: the recipient gets every accepted message, in order.
+  auto b = connect_client(server, 2);
+  ASSERT_NE(b, nullptr);
+  auto got = drain(*b, std::chrono::milliseconds(1000));
+  ASSERT_EQ(got.size(), accepted.size());
+  for (std::size_t k = 0; k < got.size(); ++k) EXPECT_EQ(got[k].payload[0], static_cast<std::uint8_t>(accepted[k]));
+  b->close();
+  auto exit = server.stop();
+  EXPECT_EQ(exit.exit_code(), 0) << exit.describe();
+}
+
+TEST(Durability, AReadOnlyDiskRefusesNewMessagesUntilItIsWritableAgain) {
+  ServerProcess server;
+  SmallDisk disk(server.data_dir(), "8m");
+  if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs (needs root): " << disk.error();
+  ASSERT_TRUE(server.start());
+  auto a = connect_client(server, 1);
+  ASSERT_NE(a, nullptr);
+  ASSERT_EQ(await(a->send(2, "before")).status, SendStatus::Accepted);
+  ASSERT_TRUE(disk.remount(true)) << std::strerror(errno);
+  auto refused = await(a->send(2, "while read-only"));
+  EXPECT_EQ(refused.status, SendStatus::Rejected) << describe(refused);
+  EXPECT_EQ(refused.error_code, kStoreUnavailable) << describe(refused);
+  ASSERT_TRUE(disk.remount(false)) << std::strerror(errno);
+  auto later = await(a->send(2, "after"));
+  EXPECT_EQ(later.status, SendStatus::Accepted) << describe(later);
+  auto b = connect_client(server, 2);
+  ASSERT_NE(b, nullptr);
+  auto got = drain(*b, std::chrono::milliseconds(500));
+  std::vector<std::string> texts;
+  for (const auto& m : got) texts.emplace_back(m.text());
+  std::vector<std::string> expected{"before"};
+  if (later.status == SendStatus::Accepted) expected.emplace_back("after");
+  EXPECT_EQ(texts, expected);
+  b->close();
+  server.stop();
+}
+
+TEST(Durability, CliSendWaitsForTheReceiptAndListenAcknowledgesWhatItPrinted) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  const std::vector<std::string> common{"--server", server.address(), "--ca", server.ca_file()};
+  auto args = [&](std::vector<std::string> more) {
+    more.insert(more.end(), common.begin(), common.end());
+    return more;
+  };
+  auto no_receipt = run_cli(args({"send", "--id", "1", "--to", "2", "--receipt", "--timeout", "1", "hello"}));
+  EXPECT_NE(no_receipt.exit_code, 0) << no_receipt.describe();
+  EXPECT_NE(no_receipt.err.find("receipt"), std::string::npos) << no_receipt.describe();
+  auto listen = run_cli(args({"listen", "--id", "2", "--count", "1", "--timeout", "5"}));
+  EXPECT_EQ(listen.exit_code, 0) << listen.describe();
+  EXPECT_EQ(listen.out, "1\thello\n");
+  auto again = run_cli(args({"listen", "--id", "2", "--timeout", "1"}));
+  EXPECT_EQ(again.exit_code, 0) << again.describe();
+  EXPECT_EQ(again.out, "") << "listen did not acknowledge what it printed";
+}
+
+}  // namespace
+}  // namespace debra::testing
