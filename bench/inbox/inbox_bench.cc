@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: MIT
+//
+// debra-inbox-bench: what durable store-and-forward costs (#3). Against a running router it measures
+//   enqueue: a sender pipelines N messages (window W) to an offline recipient; msgs/s until the last
+//            is acknowledged as stored;
+//   drain:   the recipient connects and takes (and acknowledges) all N; msgs/s until the last arrives;
+//   latency: with the recipient online, one message at a time: send -> Reply (what the sender waits
+//            for) and send -> delivery, p50/p99 in microseconds.
+// Prints one JSON line. Run it against routers with each --sync mode and with --store none (plain
+// forwarding) to compare; bench/inbox/run.sh does exactly that.
+#include <CLI/CLI.hpp>
+#include <debra/client.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double percentile(std::vector<double> samples, double p) {
+  if (samples.empty()) return 0;
+  std::sort(samples.begin(), samples.end());
+  auto index = static_cast<std::size_t>(p * static_cast<double>(samples.size() - 1));
+  return samples[index];
+}
+
+std::unique_ptr<debra::Client> connect(const std::string& server, const std::string& ca, std::int32_t id) {
+  debra::ClientOptions options;
+  options.server = server;
+  options.id = id;
+  options.ca_file = ca;
+  options.insecure = ca.empty();
+  auto client = debra::Client::connect(options);
+  if (!client) {
+    std::fprintf(stderr, "debra-inbox-bench: connect %d: %s\n", id, client.error().message.c_str());
+    std::exit(1);
+  }
+  return std::move(*client);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"debra-inbox-bench: enqueue/drain rates and durable-acknowledgement latency"};
+  std::string server = "127.0.0.1:4433";
+  std::string ca;
+  std::size_t count = 20000;
+  std::size_t size = 64;
+  std::size_t window = 256;
+  std::size_t latency_samples = 2000;
+  std::int32_t base_id = 1000;
+  std::string label = "";
+  app.add_option("--server", server)->capture_default_str();
+  app.add_option("--ca", ca, "CA file; empty: --insecure");
+  app.add_option("--count", count, "Messages for enqueue/drain")->capture_default_str();
+  app.add_option("--size", size, "Payload bytes")->capture_default_str();
+  app.add_option("--window", window, "Messages in flight while enqueueing")->capture_default_str();
+  app.add_option("--latency-samples", latency_samples, "One-at-a-time messages for the latency figures")
+      ->capture_default_str();
+  app.add_option("--base-id", base_id, "Ids base_id and base_id+1 are used")->capture_default_str();
+  app.add_option("--label", label, "Copied into the JSON line");
+  CLI11_PARSE(app, argc, argv);
+
+  std::vector<std::uint8_t> payload(size, 0x5a);
+  const std::int32_t sender_id = base_id;
+  const std::int32_t recipient_id = base_id + 1;
+  auto sender = connect(server, ca, sender_id);
+
+  // Enqueue to an offline recipient (a router without a store answers RecipientOffline: skipped).
+  double enqueue_rate = 0;
+  double drain_rate = 0;
+  {
+    std::deque<std::future<debra::SendResult>> in_flight;
+    std::size_t accepted = 0;
+    auto start = Clock::now();
+    for (std::size_t i = 0; i < count || !in_flight.empty();) {
+      if (i < count && in_flight.size() < window) {
+        in_flight.push_back(sender->send(recipient_id, payload));
+        ++i;
+        continue;
+      }
+      auto result = in_flight.front().get();
+      in_flight.pop_front();
+      if (result.ok()) ++accepted;
+    }
+    double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    if (accepted == count) {
+      enqueue_rate = static_cast<double>(count) / seconds;
+      auto recipient_start = Clock::now();
+      auto recipient = connect(server, ca, recipient_id);
+      std::size_t received = 0;
+      while (received < count && recipient->receive(std::chrono::seconds(10))) ++received;
+      drain_rate = static_cast<double>(received) / std::chrono::duration<double>(Clock::now() - recipient_start).count();
+      recipient->close();
+    }
+  }
+
+  // Latency, recipient online: send -> Reply, and send -> delivery.
+  std::vector<double> reply_us;
+  std::vector<double> delivery_us;
+  {
+    auto recipient = connect(server, ca, recipient_id);
+    // Whatever an earlier run left behind is taken first.
+    while (recipient->receive(std::chrono::milliseconds(200))) {
+    }
+    for (std::size_t i = 0; i < latency_samples; ++i) {
+      auto start = Clock::now();
+      auto result = sender->send(recipient_id, payload).get();
+      auto replied = Clock::now();
+      auto message = recipient->receive(std::chrono::seconds(5));
+      auto delivered = Clock::now();
+      if (!result.ok() || !message) {
+        std::fprintf(stderr, "debra-inbox-bench: latency sample %zu failed: %s\n", i, result.reason.c_str());
+        return 1;
+      }
+      reply_us.push_back(std::chrono::duration<double, std::micro>(replied - start).count());
+      delivery_us.push_back(std::chrono::duration<double, std::micro>(delivered - start).count());
+    }
+    recipient->close();
+  }
+  sender->close();
+  std::printf(
+      "{\"label\":\"%s\",\"size\":%zu,\"count\":%zu,\"window\":%zu,\"enqueue_msgs_per_s\":%.0f,"
+      "\"drain_msgs_per_s\":%.0f,\"reply_p50_us\":%.1f,\"reply_p99_us\":%.1f,\"delivery_p50_us\":%.1f,"
+      "\"delivery_p99_us\":%.1f}\n",
+      label.c_str(), size, count, window, enqueue_rate, drain_rate, percentile(reply_us, 0.5),
+      percentile(reply_us, 0.99), percentile(delivery_us, 0.5), percentile(delivery_us, 0.99));
+  return 0;
+}
