@@ -104,16 +104,16 @@ class Client::Impl final : public quic::ConnectionHandler {
                                     "recipient id " + std::to_string(recipient) + " is outside 1..2147483647"));
       return future;
     }
-    if (payload.size() + wire::kMaxEnvelopeOverhead > max_frame_size()) {
-      promise.set_value(make_result(SendStatus::InvalidArgument, message_id,
-                                    "payload of " + std::to_string(payload.size()) +
-                                        " bytes exceeds the router's maximum frame size of " +
-                                        std::to_string(max_frame_size())));
-      return future;
-    }
     // Encoded here, on the caller's thread, so the loop thread only queues bytes.
     auto frame = std::make_shared<const std::vector<std::uint8_t>>(wire::encode_client_to_client(
         options_.id, recipient, options_.protocol == Protocol::Native ? message_id : 0, payload, receipt));
+    if (frame->size() - wire::kLengthPrefixSize > max_frame_size()) {
+      promise.set_value(make_result(SendStatus::InvalidArgument, message_id,
+                                    "payload of " + std::to_string(payload.size()) + " bytes makes a frame of " +
+                                        std::to_string(frame->size() - wire::kLengthPrefixSize) +
+                                        " bytes; the router's maximum is " + std::to_string(max_frame_size())));
+      return future;
+    }
     {
       std::lock_guard lock(mutex_);
       if (closed_) {
@@ -187,8 +187,10 @@ class Client::Impl final : public quic::ConnectionHandler {
       if (reconnect_timer_ != 0) loop_.cancel_timer(reconnect_timer_);
       if (endpoint_ != nullptr && endpoint_->connection() != nullptr) {
         endpoint_->connection()->close(static_cast<std::uint64_t>(wire::ErrorCode::NoError), "client closing");
-        // Bound the goodbye: the router may be gone.
-        loop_.add_timer(loop_.now() + 3 * quic::kSecond, [this] { loop_.stop(); });
+        // Done once our CONNECTION_CLOSE is out (after queued data was acknowledged): the closing
+        // period only matters to a peer that keeps sending, and the router will not. Bounded, in
+        // case the router is gone.
+        wait_for_close(loop_.now() + 3 * quic::kSecond);
       } else {
         loop_.stop();
       }
@@ -295,6 +297,16 @@ class Client::Impl final : public quic::ConnectionHandler {
                         connection->close_now(static_cast<std::uint64_t>(wire::ErrorCode::NoError), "timeout");
                       }
                     });
+  }
+
+  void wait_for_close(net::Timestamp deadline) {
+    quic::Connection* connection = endpoint_ != nullptr ? endpoint_->connection() : nullptr;
+    if (connection == nullptr || connection->state() != quic::Connection::State::Open ||
+        loop_.now() >= deadline) {
+      loop_.stop();
+      return;
+    }
+    loop_.add_timer(loop_.now() + quic::kMillisecond, [this, deadline] { wait_for_close(deadline); });
   }
 
   void fail_attempt(const std::string& reason) {

@@ -28,6 +28,23 @@ void random_bytes(std::uint8_t* dest, std::size_t length) {
 
 Connection* self(void* user_data) { return static_cast<Connection*>(user_data); }
 
+// Why the TLS handshake failed, for humans: the certificate verification result when that is what
+// failed (a client checking the server), else the TLS alert we send.
+std::string tls_failure_reason(gnutls_session_t session, std::uint8_t alert) {
+  unsigned status = gnutls_session_get_verify_cert_status(session);
+  if (status != 0 && status != static_cast<unsigned>(-1)) {
+    gnutls_datum_t text{};
+    if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &text, 0) == 0) {
+      std::string reason = "TLS handshake failed: certificate verification failed: " +
+                           std::string(reinterpret_cast<const char*>(text.data), text.size);
+      gnutls_free(text.data);
+      return reason;
+    }
+  }
+  const char* name = gnutls_alert_get_strname(static_cast<gnutls_alert_description_t>(alert));
+  return std::string("TLS handshake failed: alert ") + (name != nullptr ? name : std::to_string(alert));
+}
+
 }  // namespace
 
 std::string CloseInfo::to_string() const {
@@ -339,6 +356,7 @@ void Connection::on_datagram(const ngtcp2_path& path, std::span<const std::uint8
     return;
   }
   ngtcp2_connection_close_error error;
+  std::string reason = ngtcp2_strerror(rv);
   switch (rv) {
     case NGTCP2_ERR_DRAINING:
       start_draining(now);
@@ -348,13 +366,14 @@ void Connection::on_datagram(const ngtcp2_path& path, std::span<const std::uint8
       return;
     case NGTCP2_ERR_CRYPTO:
       ngtcp2_connection_close_error_set_transport_error_tls_alert(&error, ngtcp2_conn_get_tls_alert(conn_), nullptr, 0);
+      reason = tls_failure_reason(session_, ngtcp2_conn_get_tls_alert(conn_));
       break;
     default:
       ngtcp2_connection_close_error_set_transport_error_liberr(&error, rv, nullptr, 0);
       break;
   }
-  spdlog::debug("quic: {}: packet error: {}", remote_.to_string(), ngtcp2_strerror(rv));
-  start_closing(error, CloseInfo{CloseInfo::Initiator::Local, false, error.error_code, ngtcp2_strerror(rv)}, now);
+  spdlog::debug("quic: {}: packet error: {}", remote_.to_string(), reason);
+  start_closing(error, CloseInfo{CloseInfo::Initiator::Local, false, error.error_code, std::move(reason)}, now);
 }
 
 void Connection::handle_expiry(Timestamp now) {

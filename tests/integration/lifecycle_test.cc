@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: MIT
+//
+// The router's lifecycle as clients see it: graceful shutdown on SIGTERM/SIGINT, and clients
+// reconnecting by themselves to a restarted router.
+#include <debra/client.h>
+#include <gtest/gtest.h>
+
+#include "raw_client.h"
+#include "server_process.h"
+#include "test_support.h"
+
+namespace debra::testing {
+namespace {
+
+void expect_graceful_shutdown(int sig) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  constexpr int kClients = 3;
+  std::vector<ConnectionEvents> events(kClients);  // outlives the clients, whose handlers it serves
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(connect_client(server, i + 1));
+    ASSERT_TRUE(clients.back());
+    events[static_cast<std::size_t>(i)].attach(*clients.back());
+  }
+  // Raw clients see the exact codes.
+  auto native = RawClient::connect(raw_options(server, true));
+  auto legacy = RawClient::connect(raw_options(server, false));
+  ASSERT_TRUE(native) << native.error().message;
+  ASSERT_TRUE(legacy) << legacy.error().message;
+  ASSERT_TRUE((*native)->register_id(10));
+  ASSERT_TRUE((*legacy)->register_id(11));
+  ASSERT_TRUE(deliver(*clients[0], 1, *clients[1], 2, "before the shutdown"));
+  // The legacy registration has no Welcome; a delivery proves it took effect.
+  auto sent = send_when_online(*clients[0], 11, "registered?");
+  ASSERT_TRUE(sent.ok()) << describe(sent);
+  ASSERT_TRUE((*legacy)->wait_for(wire::MessageType::ClientToClient, 10s));
+
+  auto exit = server.stop(sig, 10s);
+  EXPECT_TRUE(exit.exited()) << exit.describe();
+  EXPECT_EQ(exit.exit_code(), 0) << exit.describe();
+  EXPECT_LT(exit.elapsed, 5s) << exit.describe();
+
+  for (int i = 0; i < kClients; ++i) {
+    SCOPED_TRACE("client " + std::to_string(i + 1));
+    auto seen = events[static_cast<std::size_t>(i)].wait(1, 10s);
+    ASSERT_FALSE(seen.empty()) << "no disconnect reported";
+    EXPECT_FALSE(seen[0].first);
+    EXPECT_NE(seen[0].second.find("ServerShutdown"), std::string::npos) << seen[0].second;
+    EXPECT_NE(clients[static_cast<std::size_t>(i)]->last_disconnect_reason().find("ServerShutdown"),
+              std::string::npos);
+    EXPECT_FALSE(clients[static_cast<std::size_t>(i)]->connected());
+  }
+  auto error = (*native)->next_message(10s);
+  ASSERT_TRUE(error);
+  EXPECT_EQ(error->type, wire::MessageType::Error) << error->describe();
+  EXPECT_EQ(error->error_code, wire::ErrorCode::ServerShutdown) << error->describe();
+  for (auto* raw : {native->get(), legacy->get()}) {
+    auto closed = raw->wait_closed(10s);
+    ASSERT_TRUE(closed);
+    EXPECT_EQ(closed->initiator, quic::CloseInfo::Initiator::Peer) << closed->to_string();
+    EXPECT_TRUE(closed->application) << closed->to_string();
+    EXPECT_EQ(closed->error_code, static_cast<std::uint64_t>(wire::ErrorCode::ServerShutdown)) << closed->to_string();
+  }
+}
+
+TEST(LifecycleIntegration, SigtermShutsDownGracefully) { expect_graceful_shutdown(SIGTERM); }
+
+TEST(LifecycleIntegration, SigintShutsDownGracefully) { expect_graceful_shutdown(SIGINT); }
+
+// With nobody connected, shutdown is immediate.
+TEST(LifecycleIntegration, SigtermWithoutClients) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  auto exit = server.stop(SIGTERM, 10s);
+  EXPECT_EQ(exit.exit_code(), 0) << exit.describe();
+  EXPECT_LT(exit.elapsed, 2s) << exit.describe();
+}
+
+// A client whose router restarts (same port, same data dir and so the same certificate) reconnects
+// and re-registers by itself.
+TEST(LifecycleIntegration, ClientsReconnectAfterRestart) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  const std::string listen = server.address();  // the port the kernel picked, reused below
+  std::vector<ConnectionEvents> events(2);  // outlives the clients, whose handlers it serves
+  std::vector<std::unique_ptr<Client>> clients;
+  for (std::int32_t id : {1, 2}) {
+    auto options = client_options(server, id);
+    options.reconnect_initial_delay = 50ms;
+    options.reconnect_max_delay = 500ms;
+    clients.push_back(connect_client(options));
+    ASSERT_TRUE(clients.back());
+    events[static_cast<std::size_t>(id - 1)].attach(*clients.back());
+  }
+  ASSERT_TRUE(exchange(*clients[0], 1, *clients[1], 2, "first life"));
+
+  auto exit = server.stop(SIGTERM, 10s);
+  ASSERT_EQ(exit.exit_code(), 0) << exit.describe();
+  for (auto& seen : events) {
+    auto lost = seen.wait(1, 10s);
+    ASSERT_EQ(lost.size(), 1u);
+    EXPECT_FALSE(lost[0].first);
+    EXPECT_NE(lost[0].second.find("ServerShutdown"), std::string::npos) << lost[0].second;
+  }
+  // While the router is away, sends fail fast instead of hanging.
+  auto offline = await(clients[0]->send(2, "into the void"));
+  EXPECT_EQ(offline.status, SendStatus::NotConnected) << describe(offline);
+  EXPECT_FALSE(clients[0]->connected());
+
+  ASSERT_TRUE(server.start(listening_on(listen)));
+  ASSERT_EQ(server.address(), listen);
+  for (auto& seen : events) {
+    auto back = seen.wait(2, 30s);
+    ASSERT_EQ(back.size(), 2u) << "no reconnect reported";
+    EXPECT_TRUE(back[1].first);
+    EXPECT_TRUE(back[1].second.empty()) << back[1].second;
+  }
+  EXPECT_TRUE(clients[0]->connected());
+  EXPECT_TRUE(clients[1]->connected());
+  EXPECT_TRUE(exchange(*clients[0], 1, *clients[1], 2, "second life"));
+  // Exactly one loss and one reconnect each: no flapping.
+  EXPECT_EQ(events[0].wait(2, 0ms).size(), 2u);
+  EXPECT_EQ(events[1].wait(2, 0ms).size(), 2u);
+}
+
+}  // namespace
+}  // namespace debra::testing
