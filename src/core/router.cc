@@ -76,9 +76,11 @@ Outcome Router::route(const Submission& message, SessionSink* sender) {
       return Outcome::Stored;
     case AppendStatus::QuotaExceeded:
       ++stats_.quota_exceeded;
+      refusal_reason_ = std::move(appended.reason);
       return Outcome::QuotaExceeded;
     case AppendStatus::Unavailable:
       ++stats_.store_unavailable;
+      refusal_reason_ = std::move(appended.reason);
       return Outcome::StoreUnavailable;
   }
   return Outcome::StoreUnavailable;

@@ -80,8 +80,10 @@ class Router {
   void unregister_client(ClientId id, SessionSink& sink);
 
   // Routes one message from sender (the sink of the sending connection, for the outcome of a stored
-  // message; may be null). Never blocks.
+  // message; may be null). Never blocks. After QuotaExceeded or StoreUnavailable, refusal_reason()
+  // says why, for the sender.
   Outcome route(const Submission& message, SessionSink* sender);
+  const std::string& refusal_reason() const { return refusal_reason_; }
 
   // The recipient took the message with this sequence: remove it from the store, and send the
   // sender its receipt if it asked for one and is online. A sequence that is not the recipient's is
@@ -135,6 +137,7 @@ class Router {
   std::vector<Pending> pending_;
   std::unordered_set<ClientId> needs_fill_;
   std::int64_t now_ms_ = 0;
+  std::string refusal_reason_;
   RouterStats stats_;
 };
 

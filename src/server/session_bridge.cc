@@ -114,7 +114,11 @@ void Session::handle_client_to_client(const wire::Message& message) {
   core::Submission submission{client_id_, message.for_client, message.message_id, message.payload,
                               message.receipt && mode_ == Mode::Native};
   core::Outcome outcome = router_.route(submission, this);
-  if (outcome != core::Outcome::Stored) on_outcome(message.message_id, outcome, {});
+  if (outcome == core::Outcome::QuotaExceeded || outcome == core::Outcome::StoreUnavailable) {
+    on_outcome(message.message_id, outcome, router_.refusal_reason());
+  } else if (outcome != core::Outcome::Stored) {
+    on_outcome(message.message_id, outcome, {});
+  }
 }
 
 void Session::on_outcome(std::uint64_t message_id, core::Outcome outcome, std::string_view reason) {

@@ -67,9 +67,19 @@ TEST(CliIntegration, SendLegacyAccepted) {
   EXPECT_EQ(message->text(), "old school");
 }
 
-TEST(CliIntegration, SendToOfflineRecipientFails) {
+TEST(CliIntegration, SendToOfflineRecipientSucceedsWithTheStore) {
   ServerProcess server;
   ASSERT_TRUE(server.start());
+  auto run = run_cli(command("send", common(server), {"--id", "1", "--to", "99", "wait for me"}));
+  EXPECT_EQ(run.exit_code, 0) << run.describe();
+  auto listen = run_cli(command("listen", common(server), {"--id", "99", "--count", "1", "--timeout", "10"}));
+  EXPECT_EQ(listen.exit_code, 0) << listen.describe();
+  EXPECT_EQ(listen.out, "1\twait for me\n");
+}
+
+TEST(CliIntegration, SendToOfflineRecipientFailsWithoutAStore) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_args({"--store", "none"})));
   auto run = run_cli(command("send", common(server), {"--id", "1", "--to", "99", "anyone?"}));
   EXPECT_NE(run.exit_code, 0) << run.describe();
   EXPECT_FALSE(run.timed_out) << run.describe();

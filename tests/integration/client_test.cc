@@ -184,9 +184,9 @@ TEST(ClientIntegration, PayloadSizesArriveIntact) {
   EXPECT_TRUE(deliver(*sender, 11, *recipient, 12, "still fine"));
 }
 
-TEST(ClientIntegration, RecipientOffline) {
+TEST(ClientIntegration, RecipientOfflineWithoutAStore) {
   ServerProcess server;
-  ASSERT_TRUE(server.start());
+  ASSERT_TRUE(server.start(with_args({"--store", "none"})));
   auto client = connect_client(server, 1);
   ASSERT_TRUE(client);
   auto result = await(client->send(424242, "anyone there?"));

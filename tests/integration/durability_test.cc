@@ -5,6 +5,7 @@
 // killed mid-stream; retries are deduplicated; quotas, time-to-live and a full or read-only disk
 // behave as docs/protocol.md says.
 #include <sys/mount.h>
+#include <sys/wait.h>
 
 #include <cerrno>
 #include <cstring>
@@ -73,10 +74,19 @@ TEST(Durability, NothingAcknowledgedIsLostWhenTheRouterIsKilled) {
         if (!killed && acknowledged.size() >= kill_after) {
           server.stop(SIGKILL);
           killed = true;
-          i = kMessages;  // stop sending; collect what is in flight
+          // Replies that had arrived count; the rest will never come (a dead router sends no
+          // close), so they are not waited for.
+          for (auto& [pending_index, pending] : in_flight) {
+            if (pending.wait_for(std::chrono::seconds(0)) == std::future_status::ready &&
+                pending.get().status == SendStatus::Accepted) {
+              acknowledged.insert(pending_index);
+            }
+          }
+          break;
         }
       }
       ASSERT_TRUE(killed);
+      in_flight.clear();
     }
     ASSERT_TRUE(server.start());
     auto b = connect_client(server, 2);
@@ -272,7 +282,8 @@ class SmallDisk {
   bool mounted() const { return mounted_; }
   const std::string& error() const { return error_; }
   bool remount(bool read_only) {
-    unsigned long flags = MS_REMOUNT | (read_only ? MS_RDONLY : 0UL);
+    unsigned long flags = MS_REMOUNT;
+    if (read_only) flags |= MS_RDONLY;
     return mount("tmpfs", dir_.c_str(), "tmpfs", flags, nullptr) == 0;
   }
 
@@ -317,29 +328,42 @@ TEST(Durability, AFullDiskRefusesNewMessagesAndLosesNoAcceptedOne) {
   EXPECT_EQ(exit.exit_code(), 0) << exit.describe();
 }
 
-TEST(Durability, AReadOnlyDiskRefusesNewMessagesUntilItIsWritableAgain) {
+// A filesystem cannot be made read-only under a router that holds its store open for writing (the
+// kernel refuses with EBUSY), so the case to cover is a router started on one: it must refuse to
+// start, saying why, rather than accept messages it cannot keep.
+TEST(Durability, ARouterOnAReadOnlyDiskRefusesToStart) {
   ServerProcess server;
   SmallDisk disk(server.data_dir(), "8m");
   if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs (needs root): " << disk.error();
   ASSERT_TRUE(server.start());
-  auto a = connect_client(server, 1);
-  ASSERT_NE(a, nullptr);
-  ASSERT_EQ(await(a->send(2, "before")).status, SendStatus::Accepted);
+  {
+    auto a = connect_client(server, 1);
+    ASSERT_NE(a, nullptr);
+    ASSERT_EQ(await(a->send(2, "kept")).status, SendStatus::Accepted);
+  }
+  ASSERT_EQ(server.stop().exit_code(), 0);
   ASSERT_TRUE(disk.remount(true)) << std::strerror(errno);
-  auto refused = await(a->send(2, "while read-only"));
-  EXPECT_EQ(refused.status, SendStatus::Rejected) << describe(refused);
-  EXPECT_EQ(refused.error_code, kStoreUnavailable) << describe(refused);
+  // Started by hand: the fixture keeps its logs in the data dir, which cannot be written now.
+  std::string command = std::string("timeout 10 ") + DEBRA_SERVER_BIN + " --listen 127.0.0.1:0 --data-dir " +
+                        server.data_dir() + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[512];
+  while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) output += buffer;
+  int status = pclose(pipe);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 124)
+      << "status " << status << ": " << output;
+  EXPECT_EQ(output.find("ready"), std::string::npos) << output;
+  EXPECT_NE(output.find("messages.db"), std::string::npos) << output;
+  // Writable again: the message accepted before is still there.
   ASSERT_TRUE(disk.remount(false)) << std::strerror(errno);
-  auto later = await(a->send(2, "after"));
-  EXPECT_EQ(later.status, SendStatus::Accepted) << describe(later);
+  ASSERT_TRUE(server.start());
   auto b = connect_client(server, 2);
   ASSERT_NE(b, nullptr);
   auto got = drain(*b, std::chrono::milliseconds(500));
-  std::vector<std::string> texts;
-  for (const auto& m : got) texts.emplace_back(m.text());
-  std::vector<std::string> expected{"before"};
-  if (later.status == SendStatus::Accepted) expected.emplace_back("after");
-  EXPECT_EQ(texts, expected);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].text(), "kept");
   b->close();
   server.stop();
 }

@@ -81,7 +81,10 @@ TEST(LifecycleIntegration, SigtermWithoutClients) {
 // and re-registers by itself.
 TEST(LifecycleIntegration, ClientsReconnectAfterRestart) {
   ServerProcess server;
-  ASSERT_TRUE(server.start());
+  // Forward-only mode: with the store, an acknowledgement still in flight at the SIGTERM makes the
+  // router redeliver "first life" after the restart (at-least-once; DurabilityIntegration covers it),
+  // which is not what this test is about.
+  ASSERT_TRUE(server.start(with_args({"--store", "none"})));
   const std::string listen = server.address();  // the port the kernel picked, reused below
   std::vector<ConnectionEvents> events(2);  // outlives the clients, whose handlers it serves
   std::vector<std::unique_ptr<Client>> clients;
@@ -108,7 +111,7 @@ TEST(LifecycleIntegration, ClientsReconnectAfterRestart) {
   EXPECT_EQ(offline.status, SendStatus::NotConnected) << describe(offline);
   EXPECT_FALSE(clients[0]->connected());
 
-  ASSERT_TRUE(server.start(listening_on(listen)));
+  ASSERT_TRUE(server.start(listening_on(listen, {"--store", "none"})));
   ASSERT_EQ(server.address(), listen);
   for (auto& seen : events) {
     auto back = seen.wait(2, 30s);

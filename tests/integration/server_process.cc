@@ -44,6 +44,7 @@ std::string read_file(const std::string& path) {
 }
 
 std::string last_lines(const std::string& text, std::size_t count) {
+  if (text.empty()) return text;
   std::size_t pos = text.size();
   for (std::size_t n = 0; n <= count && pos > 0; ++n) {
     std::size_t found = text.rfind('\n', pos - 1);
