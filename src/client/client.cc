@@ -132,7 +132,7 @@ class Client::Impl final : public quic::ConnectionHandler {
                                       "not connected" + (last_reason_loop_.empty() ? "" : ": " + last_reason_loop_)));
         return;
       }
-      endpoint_->connection()->write(stream_, std::move(frame));
+      endpoint_->connection()->write(stream_, *frame);
       if (options_.protocol == Protocol::Legacy) {
         reply.set_value(make_result(SendStatus::Accepted, message_id, {}));
       } else {
@@ -257,7 +257,7 @@ class Client::Impl final : public quic::ConnectionHandler {
     }
     pending_.clear();
     // The endpoint is still on the stack: destroy it once this call has returned.
-    loop_.post([this, old = std::shared_ptr<quic::ClientEndpoint>(std::move(endpoint_))] {});
+    loop_.post([old = std::shared_ptr<quic::ClientEndpoint>(std::move(endpoint_))] {});
     last_reason_loop_ = reason;
     std::function<void(bool, const std::string&)> handler;
     {

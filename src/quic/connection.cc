@@ -262,12 +262,12 @@ Result<StreamId, Error> Connection::open_uni_stream() {
   return id;
 }
 
-std::uint64_t Connection::write(StreamId id, SharedBytes bytes) {
+std::uint64_t Connection::write(StreamId id, std::span<const std::uint8_t> bytes) {
   if (state_ != State::Open) return 0;
   Stream* stream = find_stream(id);
   if (stream == nullptr) return 0;  // closed or reset by the peer: nothing can reach it any more
-  queued_bytes_ += bytes->size();
-  stream->buffer.append(std::move(bytes));
+  queued_bytes_ += bytes.size();
+  stream->buffer.append(bytes);
   transport_.schedule_flush(*this);
   return stream->buffer.end();
 }

@@ -116,12 +116,9 @@ class Connection {
   Result<StreamId, Error> open_bidi_stream();
   Result<StreamId, Error> open_uni_stream();
 
-  // Queues bytes on a stream; nothing is copied, the buffer is kept until acknowledged. Returns the
-  // stream offset just past them (compare with acknowledged_offset), or 0 if the stream is gone.
-  std::uint64_t write(StreamId id, SharedBytes bytes);
-  std::uint64_t write(StreamId id, std::vector<std::uint8_t> bytes) {
-    return write(id, std::make_shared<const std::vector<std::uint8_t>>(std::move(bytes)));
-  }
+  // Queues a copy of bytes on a stream, kept until the peer acknowledges it. Returns the stream offset
+  // just past them (compare with acknowledged_offset), or 0 if the stream is gone.
+  std::uint64_t write(StreamId id, std::span<const std::uint8_t> bytes);
   // How much of the stream the peer has acknowledged, as a stream offset.
   std::uint64_t acknowledged_offset(StreamId id) const;
   // Bytes written on all streams and not yet acknowledged by the peer.

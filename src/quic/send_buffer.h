@@ -3,28 +3,40 @@
 
 #include <ngtcp2/ngtcp2.h>
 
+#include <algorithm>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
-#include <algorithm>
+#include <cstring>
 #include <deque>
 #include <memory>
-#include <vector>
+#include <span>
 
 namespace debra::quic {
 
-// SharedBytes: immutable bytes shared between the queues that send them. ngtcp2 keeps pointers into
-// stream data until the peer acknowledges it, so queued bytes must never move: each write holds a
-// reference to an immutable buffer instead of copying into one that could grow.
-using SharedBytes = std::shared_ptr<const std::vector<std::uint8_t>>;
-
-// SendBuffer: the bytes of one stream from the first unacknowledged one to the last written, as a
-// queue of shared chunks. Offsets are absolute stream offsets.
+// SendBuffer: the bytes of one stream from the first unacknowledged one to the last written. Offsets
+// are absolute stream offsets.
+//
+// ngtcp2 keeps pointers into stream data until the peer acknowledges it, so bytes never move once
+// written: they are copied into fixed chunks that are freed whole once acknowledged. Copying (rather
+// than holding each writer's buffer) keeps a stream's bytes contiguous, so ngtcp2 builds every STREAM
+// frame, retransmissions included, from at most two vectors. That matters on 0.12: a frame with more
+// vectors than its frame-chain pool slot holds is allocated apart from the pool, and splitting such a
+// frame on retransmission returns it to the pool it never came from, leaking it (measured with
+// LeakSanitizer under retransmissions).
 class SendBuffer {
  public:
-  void append(SharedBytes bytes) {
-    if (bytes->empty()) return;
-    end_ += bytes->size();
-    chunks_.push_back(std::move(bytes));
+  // Copies bytes to the end of the stream.
+  void append(std::span<const std::uint8_t> bytes) {
+    while (!bytes.empty()) {
+      if (chunks_.empty() || chunks_.back().size == chunks_.back().capacity) add_chunk();
+      Chunk& chunk = chunks_.back();
+      std::size_t n = std::min(bytes.size(), chunk.capacity - chunk.size);
+      std::memcpy(chunk.data.get() + chunk.size, bytes.data(), n);
+      chunk.size += n;
+      end_ += n;
+      bytes = bytes.subspan(n);
+    }
   }
 
   // Fills up to max vectors with unsent bytes, starting at the send offset. Returns the count.
@@ -32,31 +44,41 @@ class SendBuffer {
     std::size_t n = 0;
     std::uint64_t chunk_start = send_chunk_start_;
     for (std::size_t i = send_chunk_; i < chunks_.size() && n < max; ++i) {
-      const auto& chunk = chunks_[i];
+      const Chunk& chunk = chunks_[i];
       std::size_t skip = static_cast<std::size_t>(sent_ - std::min(sent_, chunk_start));
-      out[n].base = const_cast<std::uint8_t*>(chunk->data() + skip);
-      out[n].len = chunk->size() - skip;
-      ++n;
-      chunk_start += chunk->size();
+      if (skip < chunk.size) {
+        out[n].base = chunk.data.get() + skip;
+        out[n].len = chunk.size - skip;
+        ++n;
+      }
+      chunk_start += chunk.capacity;
     }
     return n;
   }
 
   void mark_sent(std::size_t bytes) {
     sent_ += bytes;
-    while (send_chunk_ < chunks_.size() && send_chunk_start_ + chunks_[send_chunk_]->size() <= sent_) {
-      send_chunk_start_ += chunks_[send_chunk_]->size();
+    while (send_chunk_ < chunks_.size() && send_chunk_start_ + chunks_[send_chunk_].capacity <= sent_) {
+      send_chunk_start_ += chunks_[send_chunk_].capacity;
       ++send_chunk_;
     }
   }
 
-  // The peer acknowledged everything below offset: release whole chunks below it.
+  // The peer acknowledged everything below offset: free whole chunks below it.
   void acknowledge(std::uint64_t offset) {
     if (offset > acked_) acked_ = offset;
-    while (!chunks_.empty() && base_ + chunks_.front()->size() <= acked_) {
-      base_ += chunks_.front()->size();
+    while (!chunks_.empty() && chunks_.front().size == chunks_.front().capacity &&
+           base_ + chunks_.front().capacity <= acked_) {
+      base_ += chunks_.front().capacity;
       chunks_.pop_front();
       --send_chunk_;  // acknowledged bytes were sent, so the send position lies past this chunk
+    }
+    if (acked_ == end_ && !chunks_.empty()) {
+      // Everything is acknowledged: an idle stream holds no memory. The next write starts a chunk
+      // at the current end.
+      chunks_.clear();
+      base_ = send_chunk_start_ = end_;
+      send_chunk_ = 0;
     }
   }
 
@@ -65,11 +87,27 @@ class SendBuffer {
   // Written and not yet acknowledged.
   std::uint64_t unacked_bytes() const { return end_ - acked_; }
   std::uint64_t end() const { return end_; }
-  bool all_sent() const { return sent_ == end_; }
 
  private:
-  std::deque<SharedBytes> chunks_;
-  std::uint64_t base_ = 0;   // offset of chunks_.front()'s first byte
+  struct Chunk {
+    std::unique_ptr<std::uint8_t[]> data;
+    std::size_t capacity = 0;
+    std::size_t size = 0;
+  };
+
+  // Chunks grow with the backlog, so an idle-ish connection costs little and a busy one few
+  // allocations. Every chunk is larger than a packet, so a packet's STREAM frame spans at most two.
+  static constexpr std::size_t kMinChunk = 4 * 1024;
+  static constexpr std::size_t kMaxChunk = 256 * 1024;
+
+  void add_chunk() {
+    std::size_t capacity = std::clamp<std::size_t>(std::bit_ceil(static_cast<std::size_t>(unacked_bytes()) + 1),
+                                                   kMinChunk, kMaxChunk);
+    chunks_.push_back(Chunk{std::make_unique_for_overwrite<std::uint8_t[]>(capacity), capacity, 0});
+  }
+
+  std::deque<Chunk> chunks_;
+  std::uint64_t base_ = 0;              // offset of chunks_.front()'s first byte
   std::size_t send_chunk_ = 0;          // index of the chunk holding offset sent_
   std::uint64_t send_chunk_start_ = 0;  // offset of that chunk's first byte
   std::uint64_t acked_ = 0;

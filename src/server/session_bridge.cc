@@ -41,14 +41,11 @@ void Session::on_stream_data(quic::StreamId id, std::span<const std::uint8_t> da
     handle_frame(**frame);
     if (closing_) return;
   }
-  if (fin) {
-    if (reader_.buffered() > 0) {
-      fail(ErrorCode::ProtocolError, "the stream ended " + std::to_string(reader_.buffered()) +
-                                         " bytes into a frame: its length prefix promised more");
-      return;
-    }
-    // The client will send no more, but a half-closed stream still carries deliveries to it: the
-    // session stays registered until the client closes the connection.
+  // A clean FIN needs nothing: the client will send no more, but its half-closed stream still carries
+  // deliveries, so the session stays registered until the connection closes.
+  if (fin && reader_.buffered() > 0) {
+    fail(ErrorCode::ProtocolError, "the stream ended " + std::to_string(reader_.buffered()) +
+                                       " bytes into a frame: its length prefix promised more");
   }
 }
 
@@ -203,7 +200,7 @@ void Session::on_displaced() {
 void Session::deliver(const core::Delivery& delivery) {
   if (closing_) return;
   quic::StreamId stream = mode_ == Mode::Native ? lane_for(delivery.sender) : stream_;
-  std::uint64_t end = connection_.write(stream, delivery.frame);
+  std::uint64_t end = connection_.write(stream, *delivery.frame);
   if (mode_ == Mode::Legacy && delivery.sequence != 0 && end != 0) {
     awaiting_transport_ack_.emplace_back(end, delivery.sequence);
   }

@@ -85,7 +85,7 @@ RawClient::~RawClient() {
 void RawClient::send(std::vector<std::uint8_t> bytes) {
   loop_.post([this, bytes = std::move(bytes)]() mutable {
     if (endpoint_ == nullptr || endpoint_->connection() == nullptr) return;
-    endpoint_->connection()->write(stream_, std::move(bytes));
+    endpoint_->connection()->write(stream_, bytes);
   });
 }
 
