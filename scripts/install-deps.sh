@@ -7,12 +7,14 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev   # QUIC + TLS
   libflatbuffers-dev flatbuffers-compiler                      # wire format
+  libsqlite3-dev                                               # the message store
   libspdlog-dev libfmt-dev libcli11-dev                        # logs, flags
   libgtest-dev libgmock-dev                                    # tests
 )
 if [ "${1:-}" = "--test" ]; then
   packages+=(
     clang-14 libclang-rt-14-dev                                # libFuzzer
+    libbenchmark-dev                                           # micro-benchmarks (built, not run)
     librust-quinn-dev librust-rustls-dev librust-tokio-dev     # the quinn interop client
     cargo rustc
   )
