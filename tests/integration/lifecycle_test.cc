@@ -129,3 +129,37 @@ TEST(LifecycleIntegration, ClientsReconnectAfterRestart) {
 
 }  // namespace
 }  // namespace debra::testing
+
+namespace debra::testing {
+namespace {
+
+// A router killed without a goodbye and restarted on the same port and data dir (so with the same
+// QUIC static secret) answers the old connection's next packet with a stateless reset: the client
+// learns at once that its connection is gone, instead of after the idle timeout, and reconnects.
+TEST(LifecycleIntegration, StatelessResetAfterACrashEndsTheOldConnectionAtOnce) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  const std::string listen = server.address();
+  ConnectionEvents events;  // outlives the client, whose handler it serves
+  auto options = client_options(server, 1);
+  options.idle_timeout = 30s;       // far beyond the bound below: only a reset can explain a quick loss
+  options.keep_alive = 200ms;       // the packet that draws the reset
+  options.reconnect_initial_delay = 50ms;
+  auto client = connect_client(options);
+  ASSERT_TRUE(client);
+  events.attach(*client);
+  server.stop(SIGKILL);
+  ASSERT_TRUE(server.start(listening_on(listen)));
+  auto started = std::chrono::steady_clock::now();
+  auto seen = events.wait(1, 10s);
+  ASSERT_GE(seen.size(), 1u) << "the client never noticed the restart";
+  EXPECT_FALSE(seen[0].first);
+  EXPECT_NE(seen[0].second.find("stateless reset"), std::string::npos) << seen[0].second;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
+  auto back = events.wait(2, 10s);
+  ASSERT_EQ(back.size(), 2u) << "no reconnect";
+  EXPECT_TRUE(back[1].first);
+}
+
+}  // namespace
+}  // namespace debra::testing
