@@ -79,6 +79,14 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
                           ? auth::load_or_create_secret((dir / "token-secret").string())
                           : auth::load_secret(config.token_secret_file);
   if (!token_secret) return Unexpected{token_secret.error()};
+  if (!config.token_secret_file.empty()) {
+    // Anyone who can read the secret can mint a token for any id.
+    struct stat st {};
+    if (stat(config.token_secret_file.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+      spdlog::warn("token secret {} is accessible to group or others (mode {:o}); it should be 0600",
+                   config.token_secret_file, st.st_mode & 0777);
+    }
+  }
   config.session.token_secret = *token_secret;
   config.quic.listen = config.listen;
   if (config.router.max_queued_bytes < config.session.max_frame_size) {
@@ -166,9 +174,10 @@ void Server::run() {
   std::fflush(stdout);
   loop_.run();
   router_.flush();  // commit what the last iteration accepted but did not answer
-  spdlog::info("stopped: {} connections accepted, {} messages in, {} delivered, {} protocol errors",
+  spdlog::info("stopped: {} connections accepted, {} messages in, {} delivered, {} protocol errors, {} refused "
+               "registrations (Unauthenticated)",
                endpoint_->stats().accepted, counters_.messages_in, router_.stats().delivered,
-               counters_.protocol_errors);
+               counters_.protocol_errors, counters_.auth_refusals);
 }
 
 void Server::begin_shutdown() {

@@ -190,7 +190,7 @@ void Session::reply(std::uint64_t message_id, wire::DeliveryStatus status, Error
 void Session::fail(ErrorCode code, std::string reason) {
   if (closing_) return;
   closing_ = true;
-  ++counters_.protocol_errors;
+  ++(code == ErrorCode::Unauthenticated ? counters_.auth_refusals : counters_.protocol_errors);
   spdlog::info("session {} (id {}): closing with {}: {}", connection_.remote_address().to_string(), client_id_,
                wire::to_string(code), reason);
   if (registered_) router_.unregister_client(client_id_, *this);

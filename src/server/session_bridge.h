@@ -38,6 +38,7 @@ struct SessionConfig {
 // SessionCounters: protocol events across all sessions (owned by the server).
 struct SessionCounters {
   std::uint64_t protocol_errors = 0;
+  std::uint64_t auth_refusals = 0;  // registrations closed with Unauthenticated
   std::uint64_t messages_in = 0;
 };
 

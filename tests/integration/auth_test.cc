@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "auth/token.h"
 #include "server_process.h"
@@ -243,6 +244,44 @@ TEST(AuthIntegration, CliTokenIssueAndSendWithToken) {
   // A bad --ttl is a usage error.
   auto bad_ttl = run_cli({"token", "issue", "--id", "1", "--ttl", "soon", "--data-dir", server.data_dir()});
   EXPECT_EQ(bad_ttl.exit_code, 2) << bad_ttl.describe();
+}
+
+TEST(AuthIntegration, ExplicitSecretFileAndTokenFile) {
+  ServerProcess server;
+  const std::string secret_file = server.data_dir() + "/custom-secret";
+  auto created = auth::load_or_create_secret(secret_file);
+  ASSERT_TRUE(created) << created.error().message;
+  ASSERT_TRUE(server.start(with_args({"--auth", "token", "--token-secret-file", secret_file})));
+  // With an explicit secret, the data dir gets none of its own.
+  EXPECT_NE(access((server.data_dir() + "/token-secret").c_str(), F_OK), 0);
+
+  auto listener = connect_client(with_token(server, 2, *auth::mint_token(*created, 2, auth::unix_now() + 60)));
+  ASSERT_TRUE(listener);
+  auto issued = run_cli({"token", "issue", "--id", "1", "--ttl", "60", "--secret-file", secret_file});
+  ASSERT_EQ(issued.exit_code, 0) << issued.describe();
+  const std::string token_file = server.data_dir() + "/id1.token";
+  {
+    FILE* out = std::fopen(token_file.c_str(), "w");
+    ASSERT_NE(out, nullptr);
+    std::fputs(issued.out.c_str(), out);  // with its trailing newline, as `> FILE` writes it
+    std::fclose(out);
+  }
+  auto sent = run_cli({"send", "--server", server.address(), "--ca", server.ca_file(), "--id", "1", "--to", "2",
+                       "--token-file", token_file, "from a file"});
+  EXPECT_EQ(sent.exit_code, 0) << sent.describe();
+  auto message = listener->receive(10s);
+  ASSERT_TRUE(message);
+  EXPECT_EQ(message->sender, 1);
+  EXPECT_EQ(message->text(), "from a file");
+}
+
+TEST(AuthIntegration, MissingExplicitSecretFileRefusesToStart) {
+  ServerProcess dir_holder;
+  auto [code, output] = run_server_briefly("--listen 127.0.0.1:0 --auth token --data-dir " + dir_holder.data_dir() +
+                                           " --token-secret-file " + dir_holder.data_dir() + "/nope");
+  EXPECT_NE(code, 0) << output;
+  EXPECT_NE(output.find("nope"), std::string::npos) << output;
+  EXPECT_EQ(output.find("ready on"), std::string::npos) << output;
 }
 
 }  // namespace
