@@ -368,6 +368,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!flags.load_token(app.get_subcommands().front()->get_name().c_str())) return 2;
+  if (!flags.token.empty() && flags.legacy) {
+    // Silently dropping it would leave the user wondering why the router refuses the registration.
+    std::fprintf(stderr, "debra: --token needs the native protocol; the legacy protocol cannot carry one\n");
+    return 2;
+  }
   if (*send) return run_send(flags, id, to, words, send_timeout, want_receipt);
   if (*listen) return run_listen(flags, id, count, listen_timeout, json);
   return run_chat(flags, id, to);

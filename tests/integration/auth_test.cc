@@ -241,6 +241,11 @@ TEST(AuthIntegration, CliTokenIssueAndSendWithToken) {
   EXPECT_EQ(wrong.exit_code, 1) << wrong.describe();
   EXPECT_NE(wrong.err.find("token is for id 1, not 3"), std::string::npos) << wrong.describe();
 
+  // The legacy protocol cannot carry a token: a usage error rather than a puzzling refusal.
+  auto legacy = run_cli(args({"--legacy", "--id", "1", "--to", "2", "--token", token, "old"}));
+  EXPECT_EQ(legacy.exit_code, 2) << legacy.describe();
+  EXPECT_NE(legacy.err.find("--token needs the native protocol"), std::string::npos) << legacy.describe();
+
   // A bad --ttl is a usage error.
   auto bad_ttl = run_cli({"token", "issue", "--id", "1", "--ttl", "soon", "--data-dir", server.data_dir()});
   EXPECT_EQ(bad_ttl.exit_code, 2) << bad_ttl.describe();
