@@ -2,6 +2,8 @@
 find_package(PkgConfig REQUIRED)
 # Debian ships no CMake config for ngtcp2; libngtcp2_crypto_gnutls.pc has no Requires:, so list all three.
 pkg_check_modules(QUIC REQUIRED IMPORTED_TARGET libngtcp2 libngtcp2_crypto_gnutls gnutls)
+# The token library (src/auth) needs GnuTLS alone.
+pkg_check_modules(GNUTLS REQUIRED IMPORTED_TARGET gnutls)
 find_package(FlatBuffers REQUIRED CONFIG)
 find_program(FLATC flatc REQUIRED)
 find_package(spdlog REQUIRED CONFIG)

@@ -26,6 +26,7 @@ std::uint64_t touch(const Message& m) {
                       m.protocol_version + m.max_frame_size + m.delivery_lanes;
   for (std::uint8_t b : m.payload) sum += b;
   for (char c : m.reason) sum += static_cast<unsigned char>(c);
+  for (char c : m.token) sum += static_cast<unsigned char>(c);
   sum += debra::wire::to_string(m.type).size() + debra::wire::to_string(m.status).size() +
          debra::wire::to_string(m.error_code).size();
   return sum;

@@ -39,6 +39,11 @@ struct ClientOptions {
   // id: the id to register, 1..2147483647.
   std::int32_t id = 0;
   Protocol protocol = Protocol::Native;
+  // token: proof of id for a router run with --auth token (minted by `debra token issue`), sent in
+  // the registration. Empty: none is sent. Native only: the legacy protocol has no place for it.
+  // A router that refuses the registration makes connect() fail with its reason ("token expired
+  // at ...", "missing token", ...), and the client does not retry.
+  std::string token;
   // ca_file: PEM file the router's certificate must chain to (for a router on its default
   // self-signed certificate: its data dir's cert.pem). Empty: the system trust store.
   std::string ca_file;

@@ -4,12 +4,17 @@
 #include <CLI/CLI.hpp>
 #include <debra/client.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <mutex>
+#include <optional>
+#include <sstream>
 #include <string>
 
+#include "auth/token.h"
 #include "util/log.h"
 
 namespace {
@@ -23,6 +28,8 @@ struct CommonFlags {
   bool insecure = false;
   bool legacy = false;
   std::string log_level = "warn";
+  std::string token;
+  std::string token_file;
 
   void add_to(CLI::App& app) {
     app.add_option("--server", server, "Router address, HOST:PORT or [IPV6]:PORT")->capture_default_str();
@@ -30,6 +37,24 @@ struct CommonFlags {
     app.add_flag("--insecure", insecure, "Skip certificate verification, as the original client did");
     app.add_flag("--legacy", legacy, "Speak the original debra protocol (no ALPN, no replies)");
     app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")->capture_default_str();
+    auto* token_option = app.add_option("--token", token, "Token proving your id to a router run with --auth token");
+    app.add_option("--token-file", token_file, "Read the token from this file (instead of --token)")
+        ->excludes(token_option);
+  }
+
+  // Reads --token-file into token; false (after saying why) if it cannot.
+  bool load_token(const char* command) {
+    if (token_file.empty()) return true;
+    std::ifstream in(token_file);
+    std::stringstream content;
+    if (!in || !(content << in.rdbuf())) {
+      std::fprintf(stderr, "debra %s: cannot read --token-file %s\n", command, token_file.c_str());
+      return false;
+    }
+    token = content.str();
+    // A file written by `debra token issue > FILE` ends with a newline.
+    while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+    return true;
   }
 
   debra::ClientOptions options(std::int32_t id) const {
@@ -39,6 +64,7 @@ struct CommonFlags {
     options.ca_file = ca_file;
     options.insecure = insecure;
     options.protocol = legacy ? debra::Protocol::Legacy : debra::Protocol::Native;
+    options.token = token;
     return options;
   }
 };
@@ -236,6 +262,56 @@ int run_chat(const CommonFlags& flags, std::int32_t id, std::int32_t to) {
   return 0;
 }
 
+// "3600", "90s", "15m", "12h", "7d" as seconds; nullopt if it is none of those or not positive.
+std::optional<std::int64_t> parse_duration(const std::string& text) {
+  if (text.empty()) return std::nullopt;
+  std::int64_t unit = 1;
+  std::string digits = text;
+  switch (text.back()) {
+    case 's': unit = 1; digits.pop_back(); break;
+    case 'm': unit = 60; digits.pop_back(); break;
+    case 'h': unit = 3600; digits.pop_back(); break;
+    case 'd': unit = 86400; digits.pop_back(); break;
+    default: break;
+  }
+  if (digits.empty() || digits.size() > 9) return std::nullopt;
+  std::int64_t value = 0;
+  for (char c : digits) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + (c - '0');
+  }
+  if (value <= 0) return std::nullopt;
+  return value * unit;
+}
+
+int run_token_issue(std::int32_t id, const std::string& ttl, const std::string& data_dir, const std::string& secret_file) {
+  if (id < 1) {
+    std::fprintf(stderr, "debra token issue: --id must be in 1..2147483647\n");
+    return 2;
+  }
+  auto seconds = parse_duration(ttl);
+  if (!seconds) {
+    std::fprintf(stderr, "debra token issue: --ttl '%s' is not a duration like 3600, 90s, 15m, 12h or 7d\n",
+                 ttl.c_str());
+    return 2;
+  }
+  // Only the router creates the secret: issuing from a mistyped path must not mint tokens nobody accepts.
+  std::string path = secret_file.empty() ? data_dir + "/token-secret" : secret_file;
+  auto secret = debra::auth::load_secret(path);
+  if (!secret) {
+    std::fprintf(stderr, "debra token issue: %s (start the router once to create it, or pass --secret-file)\n",
+                 secret.error().message.c_str());
+    return 1;
+  }
+  auto token = debra::auth::mint_token(*secret, id, debra::auth::unix_now() + *seconds);
+  if (!token) {
+    std::fprintf(stderr, "debra token issue: %s\n", token.error().message.c_str());
+    return 1;
+  }
+  std::printf("%s\n", token->c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -273,9 +349,28 @@ int main(int argc, char** argv) {
   chat->add_option("--id", id, "Your id (1..2147483647)")->required();
   chat->add_option("--to", to, "Initial recipient (change with /to N)");
 
+  auto* token = app.add_subcommand("token", "Manage authentication tokens (routers run with --auth token)");
+  token->require_subcommand(1);
+  auto* issue = token->add_subcommand("issue", "Print a token for an id, signed with the router's token secret");
+  std::string ttl;
+  std::string data_dir = "./debra-data";
+  std::string secret_file;
+  issue->add_option("--id", id, "The id the token proves (1..2147483647)")->required();
+  issue->add_option("--ttl", ttl, "How long it is valid: seconds, or 90s, 15m, 12h, 7d")->required();
+  auto* data_dir_option =
+      issue->add_option("--data-dir", data_dir, "The router's data dir (its token-secret)")->capture_default_str();
+  issue->add_option("--secret-file", secret_file, "The router's --token-secret-file")->excludes(data_dir_option);
+
   CLI11_PARSE(app, argc, argv);
+  if (*token) return run_token_issue(id, ttl, data_dir, secret_file);
   if (!debra::log::set_level(flags.log_level)) {
     std::fprintf(stderr, "debra: unknown --log-level '%s'\n", flags.log_level.c_str());
+    return 2;
+  }
+  if (!flags.load_token(app.get_subcommands().front()->get_name().c_str())) return 2;
+  if (!flags.token.empty() && flags.legacy) {
+    // Silently dropping it would leave the user wondering why the router refuses the registration.
+    std::fprintf(stderr, "debra: --token needs the native protocol; the legacy protocol cannot carry one\n");
     return 2;
   }
   if (*send) return run_send(flags, id, to, words, send_timeout, want_receipt);

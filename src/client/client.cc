@@ -220,7 +220,8 @@ class Client::Impl final : public quic::ConnectionHandler {
       return;
     }
     stream_ = *stream;
-    connection->write(stream_, wire::encode_registration(options_.id));
+    connection->write(stream_, wire::encode_registration(
+                                   options_.id, options_.protocol == Protocol::Native ? options_.token : std::string()));
     // Legacy mode has no Welcome: the registration is as confirmed as it will ever be.
     if (options_.protocol == Protocol::Legacy) set_registered();
   }
@@ -274,8 +275,10 @@ class Client::Impl final : public quic::ConnectionHandler {
       return;
     }
     bool displaced = info.application && info.error_code == static_cast<std::uint64_t>(wire::ErrorCode::SessionTakenOver);
+    // Reconnecting would be refused again: the same id, the same token.
     bool refused = info.application && (info.error_code == static_cast<std::uint64_t>(wire::ErrorCode::InvalidId) ||
-                                        info.error_code == static_cast<std::uint64_t>(wire::ErrorCode::ProtocolError));
+                                        info.error_code == static_cast<std::uint64_t>(wire::ErrorCode::ProtocolError) ||
+                                        info.error_code == static_cast<std::uint64_t>(wire::ErrorCode::Unauthenticated));
     if (ever_registered_ && options_.reconnect && !displaced && !refused) schedule_reconnect();
   }
 

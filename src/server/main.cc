@@ -64,6 +64,22 @@ int main(int argc, char** argv) {
   app.add_option("--shutdown-timeout-ms", config.shutdown_timeout_ms,
                  "Longest graceful shutdown on SIGINT/SIGTERM")
       ->capture_default_str();
+  std::string auth_mode = "none";
+  std::string legacy_policy;
+  bool allow_anonymous = false;
+  app.add_option("--auth", auth_mode,
+                 "none: any client may register any id; token: a native registration must carry a token for "
+                 "its id (see `debra token issue` and docs/security.md)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "token"}));
+  app.add_option("--legacy", legacy_policy,
+                 "allow or deny original (legacy) clients, which cannot present a token; default: allow with "
+                 "--auth none, deny with --auth token")
+      ->check(CLI::IsMember({"allow", "deny"}));
+  app.add_option("--token-secret-file", config.token_secret_file,
+                 "32-byte HMAC key for client tokens (default: DATA_DIR/token-secret, created on first start)");
+  app.add_flag("--allow-anonymous", allow_anonymous,
+               "Allow listening on a non-loopback address with --auth none (anyone who reaches it can take any id)");
   CLI11_PARSE(app, argc, argv);
 
   if (!log::set_level(log_level)) {
@@ -76,6 +92,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   config.listen = *address;
+  config.session.require_token = auth_mode == "token";
+  config.session.allow_legacy = legacy_policy.empty() ? !config.session.require_token : legacy_policy == "allow";
+  // Without authentication anyone who can reach the router can register, and take over, any id:
+  // only loopback is safe by default.
+  if (!config.session.require_token && !address->is_loopback() && !allow_anonymous) {
+    std::fprintf(stderr,
+                 "debra-server: refusing to listen on %s without authentication: anyone who can reach it could "
+                 "register any id. Use --auth token, or --allow-anonymous to accept that (docs/security.md)\n",
+                 listen.c_str());
+    return 2;
+  }
   config.durable = store_kind == "sqlite";
   config.sync = *store::parse_sync_mode(sync);
   config.store.ttl_ms = static_cast<std::int64_t>(ttl_s * 1000);

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "auth/token.h"
 #include "util/log.h"
 
 namespace debra::server {
@@ -72,6 +73,21 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
   auto secret = load_or_create_secret(dir / "quic-secret");
   if (!secret) return Unexpected{secret.error()};
   config.quic.static_secret = *secret;
+  // The token secret is created even without --auth token, so tokens can be issued before a
+  // router is switched over to requiring them.
+  auto token_secret = config.token_secret_file.empty()
+                          ? auth::load_or_create_secret((dir / "token-secret").string())
+                          : auth::load_secret(config.token_secret_file);
+  if (!token_secret) return Unexpected{token_secret.error()};
+  if (!config.token_secret_file.empty()) {
+    // Anyone who can read the secret can mint a token for any id.
+    struct stat st {};
+    if (stat(config.token_secret_file.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+      spdlog::warn("token secret {} is accessible to group or others (mode {:o}); it should be 0600",
+                   config.token_secret_file, st.st_mode & 0777);
+    }
+  }
+  config.session.token_secret = *token_secret;
   config.quic.listen = config.listen;
   if (config.router.max_queued_bytes < config.session.max_frame_size) {
     return make_error("the outbound queue limit must be at least the maximum frame size");
@@ -151,14 +167,17 @@ quic::ConnectionHandler* Server::accept(quic::Connection& connection) {
 }
 
 void Server::run() {
+  spdlog::info("authentication: {}; legacy clients {}", config_.session.require_token ? "token" : "none",
+               config_.session.allow_legacy ? "allowed" : "refused");
   std::printf("debra-server ready on %s (data dir %s)\n", endpoint_->local_address().to_string().c_str(),
               config_.data_dir.c_str());
   std::fflush(stdout);
   loop_.run();
   router_.flush();  // commit what the last iteration accepted but did not answer
-  spdlog::info("stopped: {} connections accepted, {} messages in, {} delivered, {} protocol errors",
+  spdlog::info("stopped: {} connections accepted, {} messages in, {} delivered, {} protocol errors, {} refused "
+               "registrations (Unauthenticated)",
                endpoint_->stats().accepted, counters_.messages_in, router_.stats().delivered,
-               counters_.protocol_errors);
+               counters_.protocol_errors, counters_.auth_refusals);
 }
 
 void Server::begin_shutdown() {

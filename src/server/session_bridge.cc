@@ -85,6 +85,11 @@ void Session::handle_registration(const wire::Message& message) {
     fail(ErrorCode::InvalidId, "client id " + std::to_string(message.client_id) + " is outside 1..2147483647");
     return;
   }
+  if (std::string why = authentication_failure(message); !why.empty()) {
+    client_id_ = message.client_id;  // for the log line: who was refused
+    fail(ErrorCode::Unauthenticated, std::move(why));
+    return;
+  }
   client_id_ = message.client_id;
   registered_ = true;
   spdlog::debug("session {}: registered id {} ({})", connection_.remote_address().to_string(), client_id_,
@@ -94,6 +99,21 @@ void Session::handle_registration(const wire::Message& message) {
                                                     static_cast<std::uint32_t>(lanes_.size())));
   }
   router_.register_client(client_id_, *this);
+}
+
+std::string Session::authentication_failure(const wire::Message& message) const {
+  if (mode_ == Mode::Legacy) {
+    if (config_.allow_legacy) return {};
+    return "legacy clients are not allowed on this router (it requires debra/1 with a token; see --legacy)";
+  }
+  if (!config_.require_token) return {};
+  if (message.token.empty()) return "missing token: this router requires a token for id " + std::to_string(message.client_id);
+  auto verified = auth::verify_token(config_.token_secret, message.token, auth::unix_now());
+  if (!verified) return verified.error().message;
+  if (*verified != message.client_id) {
+    return "token is for id " + std::to_string(*verified) + ", not " + std::to_string(message.client_id);
+  }
+  return {};
 }
 
 void Session::handle_client_to_client(const wire::Message& message) {
@@ -170,7 +190,7 @@ void Session::reply(std::uint64_t message_id, wire::DeliveryStatus status, Error
 void Session::fail(ErrorCode code, std::string reason) {
   if (closing_) return;
   closing_ = true;
-  ++counters_.protocol_errors;
+  ++(code == ErrorCode::Unauthenticated ? counters_.auth_refusals : counters_.protocol_errors);
   spdlog::info("session {} (id {}): closing with {}: {}", connection_.remote_address().to_string(), client_id_,
                wire::to_string(code), reason);
   if (registered_) router_.unregister_client(client_id_, *this);

@@ -11,6 +11,7 @@
 #include <functional>
 #include <vector>
 
+#include "auth/token.h"
 #include "core/router.h"
 #include "quic/connection.h"
 #include "wire/codec.h"
@@ -24,11 +25,20 @@ struct SessionConfig {
   // delivery_lanes: native mode: unidirectional streams the router delivers on; a sender's messages
   // always use lane (sender mod lanes), so one slow or lossy lane does not hold up the others.
   std::uint32_t delivery_lanes = 4;
+  // require_token: --auth token: a native registration must carry a token that verifies with
+  // token_secret and names the id it registers; otherwise the session fails with Unauthenticated.
+  bool require_token = false;
+  auth::TokenSecret token_secret{};
+  // allow_legacy: legacy clients (no ALPN) cannot carry a token; false closes them with
+  // Unauthenticated at their registration. With require_token, an allowed legacy client registers
+  // any id unauthenticated (docs/security.md).
+  bool allow_legacy = true;
 };
 
 // SessionCounters: protocol events across all sessions (owned by the server).
 struct SessionCounters {
   std::uint64_t protocol_errors = 0;
+  std::uint64_t auth_refusals = 0;  // registrations closed with Unauthenticated
   std::uint64_t messages_in = 0;
 };
 
@@ -64,6 +74,8 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
  private:
   void handle_frame(std::span<const std::uint8_t> body);
   void handle_registration(const wire::Message& message);
+  // --auth token / --legacy deny: why this registration may not have its id, or "" if it may.
+  std::string authentication_failure(const wire::Message& message) const;
   void handle_client_to_client(const wire::Message& message);
   void handle_ack(const wire::Message& message);
   void reply(std::uint64_t message_id, wire::DeliveryStatus status, wire::ErrorCode code, std::string_view reason);

@@ -144,6 +144,7 @@ Result<Message, ProtocolFault> decode(std::span<const std::uint8_t> body) {
   msg.delivery_lanes = root->delivery_lanes();
   msg.sequence = root->sequence();
   msg.receipt = root->receipt();
+  msg.token = text_of(root->token());
   return msg;
 }
 
@@ -182,9 +183,11 @@ Result<std::optional<std::span<const std::uint8_t>>, ProtocolFault> FrameReader:
   return std::optional<std::span<const std::uint8_t>>{std::span<const std::uint8_t>(body, length)};
 }
 
-Frame encode_registration(std::int32_t client_id) {
+Frame encode_registration(std::int32_t client_id, std::string_view token) {
   auto& fbb = builder();
+  const auto token_offset = optional_string(fbb, token);
   Debra::MessageBuilder mb(fbb);
+  mb.add_token(token_offset);
   mb.add_client_id(client_id);
   mb.add_message_type(MessageType::ClientRegistration);  // the default: absent, as the original sends it
   return finish(fbb, mb.Finish());

@@ -64,6 +64,7 @@ struct Message {
   std::uint32_t delivery_lanes = 0;
   std::uint64_t sequence = 0;
   bool receipt = false;
+  std::string_view token;  // ClientRegistration: the authentication token; empty when absent
 };
 
 // Verifies body as a Debra.Message FlatBuffer and decodes it. Fails with ProtocolError for anything
@@ -98,7 +99,9 @@ class FrameReader {
 };
 
 // Encoders. Each returns a whole frame (prefix + body).
-Frame encode_registration(std::int32_t client_id);
+// token: the authentication token for client_id (routers run with --auth token). Empty: the field is
+// left out, so the frame is byte for byte the original debra's registration.
+Frame encode_registration(std::int32_t client_id, std::string_view token = {});
 // A message from a client to the router. Legacy clients leave message_id 0.
 // receipt asks the router for a Receipt once the recipient acknowledges the message (native).
 Frame encode_client_to_client(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,

@@ -84,6 +84,7 @@ std::vector<Frame> sample_frames() {
   const Bytes payload = bytes("hello, debra");
   return {
       encode_registration(42),
+      encode_registration(42, "v1.42.1700000000.token"),
       encode_client_to_client(42, 7, 0, payload),
       encode_client_to_client(42, 7, 99, {}),
       *encode_delivery(42, 7, 1234567890123ULL, payload),
@@ -113,6 +114,21 @@ TEST(Codec, RegistrationRoundTrip) {
   EXPECT_TRUE(m.payload.empty());
   EXPECT_EQ(m.message_id, 0u);
   EXPECT_TRUE(m.reason.empty());
+  EXPECT_TRUE(m.token.empty());
+}
+
+TEST(Codec, RegistrationWithTokenRoundTrip) {
+  const Frame frame = encode_registration(7, "v1.7.1700000000.abc");
+  const Message m = decode_frame(frame);
+  EXPECT_EQ(m.type, MessageType::ClientRegistration);
+  EXPECT_EQ(m.client_id, 7);
+  EXPECT_EQ(m.token, "v1.7.1700000000.abc");
+}
+
+TEST(Codec, RegistrationWithEmptyTokenIsTheLegacyFrame) {
+  // An empty token must leave the field out entirely: the frame stays the original's, byte for byte.
+  EXPECT_EQ(encode_registration(7, ""), encode_registration(7));
+  EXPECT_NE(encode_registration(7, "t"), encode_registration(7));
 }
 
 TEST(Codec, ClientToClientRoundTrip) {
