@@ -18,9 +18,11 @@ constexpr std::uint64_t kRetryTokenLifetime = 10 * kSecond;
 // Stateless resets: a steady rate and a burst, per endpoint.
 constexpr double kResetsPerSecond = 100;
 constexpr double kResetBurst = 100;
-// The smallest reset we can send must still be smaller than the packet that triggered it
-// (RFC 9000 §10.3.3) and at least 21 bytes long to look like a short-header packet.
-constexpr std::size_t kMinStatelessResetLength = 41;
+// A reset must be smaller than the packet that triggered it (RFC 9000 §10.3.3), and ngtcp2 needs a
+// first byte, a few random bytes and the token. Keep-alive PINGs are about 40 bytes, so the bound
+// must stay well below that, or a crashed router's clients would only learn of it at their idle
+// timeout.
+constexpr std::size_t kMinStatelessResetLength = 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN;
 
 }  // namespace
 
