@@ -532,6 +532,7 @@ void Connection::start_closing(ngtcp2_connection_close_error error, CloseInfo in
   }
   close_packet_.assign(buffer.data(), buffer.data() + n);
   send_close_packet();
+  if (handler_ != nullptr) handler_->on_closing(close_info_);
   if (timer_ != 0) transport_.loop().cancel_timer(timer_);
   // Keep the state for three PTOs to answer retransmissions (RFC 9000 §10.2).
   timer_ = transport_.loop().add_timer(now + 3 * ngtcp2_conn_get_pto(conn_), [this] {
@@ -555,6 +556,7 @@ void Connection::start_draining(Timestamp now) {
     timer_ = 0;
     die(close_info_);
   });
+  if (handler_ != nullptr) handler_->on_closing(close_info_);
 }
 
 void Connection::send_close_packet() {

@@ -62,6 +62,9 @@ class ConnectionHandler {
   virtual void on_stream_closed(StreamId /*id*/, std::uint64_t /*app_error_code*/) {}
   // The peer acknowledged stream data; queued_bytes() dropped.
   virtual void on_data_acknowledged() {}
+  // The connection stopped carrying data: the peer closed it (draining) or we did (closing). Called at
+  // most once, before on_closed, which follows after the closing period.
+  virtual void on_closing(const CloseInfo& /*info*/) {}
   // The connection is gone. Called exactly once; the Connection is destroyed right after.
   virtual void on_closed(const CloseInfo& info) = 0;
 };

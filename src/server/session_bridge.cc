@@ -250,6 +250,15 @@ quic::StreamId Session::lane_for(core::ClientId sender) {
   return lane;
 }
 
+void Session::on_closing(const quic::CloseInfo&) {
+  // Nothing reaches the client any more: release its id now rather than after the closing period,
+  // so that its reconnection is no takeover and nothing is handed to a connection that cannot
+  // carry it.
+  closing_ = true;
+  if (registered_) router_.unregister_client(client_id_, *this);
+  registered_ = false;
+}
+
 void Session::on_closed(const quic::CloseInfo& info) {
   if (registered_) router_.unregister_client(client_id_, *this);
   registered_ = false;

@@ -60,6 +60,7 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   // quic::ConnectionHandler
   void on_handshake_completed() override;
   void on_stream_data(quic::StreamId id, std::span<const std::uint8_t> data, bool fin) override;
+  void on_closing(const quic::CloseInfo& info) override;
   void on_closed(const quic::CloseInfo& info) override;
 
   void on_data_acknowledged() override;
