@@ -24,6 +24,16 @@ constexpr double kResetBurst = 100;
 // timeout.
 constexpr std::size_t kMinStatelessResetLength = 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN;
 
+// The IP address of a socket address, without its port: the unit of the per-address limit.
+std::string address_key(const net::Address& address) {
+  if (address.family() == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in*>(&address.storage)->sin_addr;
+    return std::string(reinterpret_cast<const char*>(&in), sizeof in);
+  }
+  const auto& in6 = reinterpret_cast<const sockaddr_in6*>(&address.storage)->sin6_addr;
+  return std::string(reinterpret_cast<const char*>(&in6), sizeof in6);
+}
+
 }  // namespace
 
 std::size_t ServerEndpoint::CidHash::operator()(const CidKey& key) const {
@@ -95,6 +105,15 @@ void ServerEndpoint::on_datagram(const net::Datagram& datagram) {
     send_close(datagram, header, NGTCP2_CONNECTION_REFUSED);
     return;
   }
+  if (auto it = per_address_.find(address_key(datagram.remote));
+      it != per_address_.end() && it->second >= config_.max_connections_per_address) {
+    ++stats_.refused;
+    ++stats_.refused_per_address;
+    spdlog::debug("quic: refusing {}: {} connections from that address already", datagram.remote.to_string(),
+                  it->second);
+    send_close(datagram, header, NGTCP2_CONNECTION_REFUSED);
+    return;
+  }
   if (header.token.len == 0) {
     if (handshakes_in_progress_ >= config_.retry_threshold) {
       send_retry(datagram, header);
@@ -151,6 +170,7 @@ void ServerEndpoint::accept(const net::Datagram& datagram, const ngtcp2_pkt_hd& 
   }
   raw->set_handler(handler);
   connections_.emplace(raw, std::move(connection));
+  ++per_address_[address_key(datagram.remote)];
   ++handshakes_in_progress_;
   ++stats_.accepted;
   // The client keeps addressing its Initial packets to the DCID it chose until it hears from us.
@@ -222,11 +242,10 @@ void ServerEndpoint::send_version_negotiation(const net::Datagram& datagram, con
 void ServerEndpoint::send_close(const net::Datagram& datagram, const ngtcp2_pkt_hd& header,
                                 std::uint64_t error_code) {
   std::array<std::uint8_t, NGTCP2_MAX_UDP_PAYLOAD_SIZE> packet{};
-  ngtcp2_cid scid;
-  scid.datalen = kScidLength;
-  gnutls_rnd(GNUTLS_RND_NONCE, scid.data, scid.datalen);
+  // The client's DCID doubles as our SCID: the client derives the Initial keys from it, so any other
+  // value makes the close undecryptable and the client waits out its handshake timeout instead.
   ngtcp2_ssize n = ngtcp2_crypto_write_connection_close(packet.data(), packet.size(), header.version, &header.scid,
-                                                        &scid, error_code, nullptr, 0);
+                                                        &header.dcid, error_code, nullptr, 0);
   if (n <= 0) return;
   socket_.send(datagram.remote, datagram.local, {packet.data(), static_cast<std::size_t>(n)},
                static_cast<std::size_t>(n));
@@ -282,6 +301,9 @@ void ServerEndpoint::on_connection_dead(Connection& connection) {
       if (auto found = by_cid_.find(key); found != by_cid_.end() && found->second == &connection) by_cid_.erase(found);
     }
     cids_of_.erase(cids);
+  }
+  if (auto count = per_address_.find(address_key(connection.remote_address())); count != per_address_.end()) {
+    if (--count->second == 0) per_address_.erase(count);
   }
   // Destroyed before the loop sleeps, once no frame of ours is still inside it.
   dead_.push_back(std::move(it->second));

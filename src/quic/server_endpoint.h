@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -27,6 +28,9 @@ struct ServerConfig {
   std::size_t retry_threshold = 64;
   // max_connections: connections beyond this are refused with CONNECTION_REFUSED.
   std::size_t max_connections = 100'000;
+  // max_connections_per_address: connections from one IP address (any port) beyond this are refused
+  // with CONNECTION_REFUSED, so one host cannot take every slot.
+  std::size_t max_connections_per_address = 128;
   // transport: the settings of every accepted connection.
   TransportSettings transport;
 };
@@ -35,6 +39,7 @@ struct ServerConfig {
 struct EndpointStats {
   std::uint64_t accepted = 0;
   std::uint64_t refused = 0;
+  std::uint64_t refused_per_address = 0;  // included in refused
   std::uint64_t retries_sent = 0;
   std::uint64_t invalid_tokens = 0;
   std::uint64_t stateless_resets_sent = 0;
@@ -112,6 +117,8 @@ class ServerEndpoint final : public Transport {
   std::unordered_map<CidKey, Connection*, CidHash> by_cid_;
   std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
   std::unordered_map<Connection*, std::vector<CidKey>> cids_of_;
+  // Open connections per remote IP address (the address bytes, without the port).
+  std::unordered_map<std::string, std::size_t> per_address_;
   std::vector<Connection*> pending_flush_;
   std::vector<std::unique_ptr<Connection>> dead_;
   std::size_t handshakes_in_progress_ = 0;

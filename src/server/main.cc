@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <limits>
 
 #include "server/server.h"
 #include "util/log.h"
@@ -35,6 +36,10 @@ int main(int argc, char** argv) {
   app.add_option("--retry-threshold", config.quic.retry_threshold,
                  "Handshakes in progress above which clients must validate their address with Retry (0: always)")
       ->capture_default_str();
+  app.add_option("--max-connections-per-address", config.quic.max_connections_per_address,
+                 "Connections accepted at most from one IP address")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::numeric_limits<std::size_t>::max()));
   app.add_option("--max-connections", config.quic.max_connections, "Connections accepted at most")
       ->capture_default_str();
   app.add_option("--idle-timeout", idle_timeout_s, "Seconds without packets before a connection is closed")
