@@ -108,6 +108,16 @@ Result<void, Error> write_file(const std::string& path, std::string_view content
   return {};
 }
 
+// For messages and logs: a certificate's text with anything but printable ASCII as '?'.
+std::string printable(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    auto byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte > 0x7e) c = '?';
+  }
+  return out;
+}
+
 }  // namespace
 
 Validity valid_for_days(std::int64_t days, std::int64_t now) { return {now - 3600, now + days * 24 * 3600}; }
@@ -165,7 +175,7 @@ Result<ClientId, Error> client_id_from_uris(const std::vector<std::string_view>&
     if (uri.substr(0, kIdUriPrefix.size()) != kIdUriPrefix) continue;
     if (found) return make_error("the client certificate names more than one id (two " + std::string(kIdUriPrefix) + " URIs)");
     found = parse_client_id(uri.substr(kIdUriPrefix.size()));
-    if (!found) return make_error("the client certificate's " + std::string(uri.substr(0, 40)) + " is not an id in 1..2147483647");
+    if (!found) return make_error("the client certificate's " + printable(uri.substr(0, 40)) + " is not an id in 1..2147483647");
   }
   if (!found) {
     return make_error("the client certificate names no id (it needs a subjectAltName URI " + std::string(kIdUriPrefix) +

@@ -81,6 +81,10 @@ TEST(ClientCertificate, IdFromUrisNeedsExactlyOneValidIdUri) {
   // The same id twice is still ambiguous about what the issuer meant: refused.
   EXPECT_FALSE(client_id_from_uris(Uris{"debra:id:1", "debra:id:1"}));
 
+  auto injected = client_id_from_uris(Uris{"debra:id:1\nfake log line"});
+  ASSERT_FALSE(injected);
+  EXPECT_EQ(injected.error().message.find('\n'), std::string::npos) << injected.error().message;
+
   for (std::string_view bad : {"debra:id:", "debra:id:0", "debra:id:007", "debra:id:-7", "debra:id:+7",
                                "debra:id:2147483648", "debra:id:7 ", "debra:id:7x", "debra:id:99999999999"}) {
     auto refused = client_id_from_uris(Uris{bad});
