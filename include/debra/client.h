@@ -44,6 +44,11 @@ struct ClientOptions {
   // A router that refuses the registration makes connect() fail with its reason ("token expired
   // at ...", "missing token", ...), and the client does not retry.
   std::string token;
+  // cert_file / key_file: PEM client certificate and its key, for a router run with --auth mtls
+  // (minted by `debra cert issue`); the certificate must name options.id. Both or neither. A router
+  // that refuses it makes connect() fail with its reason ("certificate is for id 5, not 7", ...).
+  std::string cert_file;
+  std::string key_file;
   // ca_file: PEM file the router's certificate must chain to (for a router on its default
   // self-signed certificate: its data dir's cert.pem). Empty: the system trust store.
   std::string ca_file;

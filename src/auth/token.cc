@@ -95,10 +95,8 @@ Result<ClientId, TokenError> verify_token(const TokenSecret& secret, std::string
   std::string_view id_text = rest.substr(0, dot1);
   std::string_view expiry_text = rest.substr(dot1 + 1, dot2 - dot1 - 1);
   std::string_view signature = rest.substr(dot2 + 1);
-  std::int64_t id = 0;
-  if (!parse_decimal(id_text, 10, id) || id < 1 || id > 2147483647) {
-    return malformed("the id is not a decimal in 1..2147483647");
-  }
+  auto id = parse_client_id(id_text);
+  if (!id) return malformed("the id is not a decimal in 1..2147483647");
   std::int64_t expiry = 0;
   // 18 digits cannot overflow int64 and reach far beyond any real expiry.
   if (!parse_decimal(expiry_text, 18, expiry)) return malformed("the expiry is not a decimal Unix time");
@@ -115,6 +113,12 @@ Result<ClientId, TokenError> verify_token(const TokenSecret& secret, std::string
   if (now > expiry) {
     return Unexpected{TokenError{TokenError::Kind::Expired, "token expired at " + format_utc(expiry), expiry}};
   }
+  return *id;
+}
+
+std::optional<ClientId> parse_client_id(std::string_view text) {
+  std::int64_t id = 0;
+  if (!parse_decimal(text, 10, id) || id < 1 || id > 2147483647) return std::nullopt;
   return static_cast<ClientId>(id);
 }
 

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,6 +48,9 @@ Result<std::string, Error> mint_token(const TokenSecret& secret, ClientId id, st
 // signature is compared in constant time and checked before the expiry, so a forged token never
 // reports "expired". The caller compares the id with the one being registered.
 Result<ClientId, TokenError> verify_token(const TokenSecret& secret, std::string_view token, std::int64_t now);
+
+// A client id as tokens and certificates spell it: decimal, 1..2147483647, no sign, no leading zeros.
+std::optional<ClientId> parse_client_id(std::string_view text);
 
 // The current wall-clock time in Unix seconds.
 std::int64_t unix_now();

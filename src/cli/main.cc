@@ -7,6 +7,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -14,6 +15,7 @@
 #include <sstream>
 #include <string>
 
+#include "auth/certificate.h"
 #include "auth/token.h"
 #include "util/log.h"
 
@@ -30,6 +32,8 @@ struct CommonFlags {
   std::string log_level = "warn";
   std::string token;
   std::string token_file;
+  std::string cert_file;
+  std::string key_file;
 
   void add_to(CLI::App& app) {
     app.add_option("--server", server, "Router address, HOST:PORT or [IPV6]:PORT")->capture_default_str();
@@ -40,6 +44,11 @@ struct CommonFlags {
     auto* token_option = app.add_option("--token", token, "Token proving your id to a router run with --auth token");
     app.add_option("--token-file", token_file, "Read the token from this file (instead of --token)")
         ->excludes(token_option);
+    auto* cert_option =
+        app.add_option("--cert", cert_file, "PEM client certificate for a router run with --auth mtls (debra cert issue)");
+    auto* key_option = app.add_option("--key", key_file, "PEM private key of --cert");
+    cert_option->needs(key_option);
+    key_option->needs(cert_option);
   }
 
   // Reads --token-file into token; false (after saying why) if it cannot.
@@ -65,6 +74,8 @@ struct CommonFlags {
     options.insecure = insecure;
     options.protocol = legacy ? debra::Protocol::Legacy : debra::Protocol::Native;
     options.token = token;
+    options.cert_file = cert_file;
+    options.key_file = key_file;
     return options;
   }
 };
@@ -312,6 +323,63 @@ int run_token_issue(std::int32_t id, const std::string& ttl, const std::string& 
   return 0;
 }
 
+// Creates dir (and its parents) if needed; false after saying why.
+bool make_directory(const char* command, const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) std::fprintf(stderr, "debra %s: %s: %s\n", command, dir.c_str(), ec.message().c_str());
+  return !ec;
+}
+
+int run_cert_ca(const std::string& out_dir, std::int64_t days) {
+  if (!make_directory("cert ca", out_dir)) return 1;
+  auto ca = debra::auth::mint_client_ca(debra::auth::valid_for_days(days));
+  if (!ca) {
+    std::fprintf(stderr, "debra cert ca: %s\n", ca.error().message.c_str());
+    return 1;
+  }
+  // Never overwritten: every certificate it signed would stop verifying with a new one.
+  const std::string cert = out_dir + "/ca.pem";
+  const std::string key = out_dir + "/ca-key.pem";
+  if (auto written = debra::auth::write_credentials(*ca, cert, key, /*overwrite=*/false); !written) {
+    std::fprintf(stderr, "debra cert ca: %s\n", written.error().message.c_str());
+    return 1;
+  }
+  std::printf("%s: the client CA, for debra-server --client-ca\n%s: its key; whoever has it can mint any id\n",
+              cert.c_str(), key.c_str());
+  return 0;
+}
+
+int run_cert_issue(std::int32_t id, const std::string& ca_dir, const std::string& out_dir, std::int64_t days) {
+  if (id < 1) {
+    std::fprintf(stderr, "debra cert issue: --id must be in 1..2147483647\n");
+    return 2;
+  }
+  auto ca = debra::auth::read_credentials(ca_dir + "/ca.pem", ca_dir + "/ca-key.pem");
+  if (!ca) {
+    std::fprintf(stderr, "debra cert issue: %s (create a CA with `debra cert ca --out-dir DIR`)\n",
+                 ca.error().message.c_str());
+    return 1;
+  }
+  if (!make_directory("cert issue", out_dir)) return 1;
+  auto validity = debra::auth::valid_for_days(days);
+  auto issued = debra::auth::mint_client_certificate(*ca, id, validity);
+  if (!issued) {
+    std::fprintf(stderr, "debra cert issue: %s\n", issued.error().message.c_str());
+    return 1;
+  }
+  // Overwritten: issuing again is how a certificate is renewed.
+  const std::string cert = out_dir + "/id-" + std::to_string(id) + ".pem";
+  const std::string key = out_dir + "/id-" + std::to_string(id) + "-key.pem";
+  if (auto written = debra::auth::write_credentials(*issued, cert, key, /*overwrite=*/true); !written) {
+    std::fprintf(stderr, "debra cert issue: %s\n", written.error().message.c_str());
+    return 1;
+  }
+  std::printf("%s, %s: id %d until %s; use with --cert %s --key %s\n", cert.c_str(), key.c_str(), id,
+              debra::auth::format_utc(validity.not_after).c_str(), cert.c_str(), key.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -361,8 +429,26 @@ int main(int argc, char** argv) {
       issue->add_option("--data-dir", data_dir, "The router's data dir (its token-secret)")->capture_default_str();
   issue->add_option("--secret-file", secret_file, "The router's --token-secret-file")->excludes(data_dir_option);
 
+  auto* cert = app.add_subcommand("cert", "Mint client certificates (routers run with --auth mtls)");
+  cert->require_subcommand(1);
+  std::string out_dir;
+  std::string ca_dir;
+  std::int64_t ca_days = 3650;
+  std::int64_t cert_days = 90;
+  auto* cert_ca = cert->add_subcommand("ca", "Create a client CA: DIR/ca.pem (for --client-ca) and DIR/ca-key.pem");
+  cert_ca->add_option("--out-dir", out_dir, "Where to write them; existing files are not overwritten")->required();
+  cert_ca->add_option("--days", ca_days, "Days it is valid")->capture_default_str()->check(CLI::Range(1, 36500));
+  auto* cert_issue =
+      cert->add_subcommand("issue", "Issue a client certificate for an id: DIR/id-N.pem and DIR/id-N-key.pem");
+  cert_issue->add_option("--id", id, "The id it proves (1..2147483647)")->required();
+  cert_issue->add_option("--ca-dir", ca_dir, "The directory of `debra cert ca` (ca.pem, ca-key.pem)")->required();
+  cert_issue->add_option("--out-dir", out_dir, "Where to write them (replacing an earlier issue)")->required();
+  cert_issue->add_option("--days", cert_days, "Days it is valid")->capture_default_str()->check(CLI::Range(1, 36500));
+
   CLI11_PARSE(app, argc, argv);
   if (*token) return run_token_issue(id, ttl, data_dir, secret_file);
+  if (*cert_ca) return run_cert_ca(out_dir, ca_days);
+  if (*cert_issue) return run_cert_issue(id, ca_dir, out_dir, cert_days);
   if (!debra::log::set_level(flags.log_level)) {
     std::fprintf(stderr, "debra: unknown --log-level '%s'\n", flags.log_level.c_str());
     return 2;
@@ -371,6 +457,10 @@ int main(int argc, char** argv) {
   if (!flags.token.empty() && flags.legacy) {
     // Silently dropping it would leave the user wondering why the router refuses the registration.
     std::fprintf(stderr, "debra: --token needs the native protocol; the legacy protocol cannot carry one\n");
+    return 2;
+  }
+  if (!flags.cert_file.empty() && flags.legacy) {
+    std::fprintf(stderr, "debra: --cert needs the native protocol; routers do not check legacy clients' certificates\n");
     return 2;
   }
   if (*send) return run_send(flags, id, to, words, send_timeout, want_receipt);

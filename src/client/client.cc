@@ -69,6 +69,8 @@ class Client::Impl final : public quic::ConnectionHandler {
     tls.ca_file = options_.ca_file;
     tls.insecure = options_.insecure;
     tls.server_name = options_.server_name;
+    tls.cert_file = options_.cert_file;
+    tls.key_file = options_.key_file;
     tls.alpn = options_.protocol == Protocol::Native ? std::string(wire::kAlpn) : std::string();
     auto context = quic::TlsClientContext::create(std::move(tls));
     if (!context) return Unexpected{context.error()};

@@ -335,6 +335,7 @@ int Connection::on_handshake_completed() {
   if (gnutls_alpn_get_selected_protocol(session_, &alpn) == 0) {
     alpn_.assign(reinterpret_cast<const char*>(alpn.data), alpn.size);
   }
+  if (ngtcp2_conn_is_server(conn_)) peer_certificate_ = verify_client_certificate(session_);
   transport_.on_handshake_completed(*this);
   if (handler_ != nullptr) handler_->on_handshake_completed();
   return 0;

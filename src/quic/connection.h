@@ -21,6 +21,7 @@
 #include "net/address.h"
 #include "net/event_loop.h"
 #include "quic/send_buffer.h"
+#include "quic/tls.h"
 #include "util/result.h"
 
 namespace debra::quic {
@@ -112,6 +113,9 @@ class Connection {
   // The negotiated ALPN, empty when the client offered none.
   const std::string& alpn() const { return alpn_; }
   bool handshake_completed() const { return handshake_completed_; }
+  // Server side, once the handshake completed: the client's certificate, if it presented one, and
+  // whether it verified (TlsServerContext with client CAs).
+  const PeerCertificate& peer_certificate() const { return peer_certificate_; }
   const net::Address& remote_address() const { return remote_; }
   State state() const { return state_; }
 
@@ -185,6 +189,7 @@ class Connection {
   net::Address local_;
   net::Address remote_;
   std::string alpn_;
+  PeerCertificate peer_certificate_;
   bool handshake_completed_ = false;
   State state_ = State::Open;
   std::unordered_map<StreamId, Stream> streams_;

@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 
@@ -31,7 +33,8 @@ bool is_ip_address(const std::string& name) {
 }  // namespace
 
 Result<TlsServerContext, Error> TlsServerContext::create(const std::string& cert_file, const std::string& key_file,
-                                                         std::vector<std::string> alpn) {
+                                                         std::vector<std::string> alpn,
+                                                         const std::string& client_ca_file) {
   TlsServerContext ctx;
   if (int rv = gnutls_certificate_allocate_credentials(&ctx.credentials_); rv != 0) {
     return make_error(gnutls_text("allocate credentials", rv));
@@ -41,12 +44,24 @@ Result<TlsServerContext, Error> TlsServerContext::create(const std::string& cert
       rv != 0) {
     return make_error("loading certificate " + cert_file + " / key " + key_file + ": " + gnutls_strerror(rv));
   }
+  if (!client_ca_file.empty()) {
+    if (access(client_ca_file.c_str(), R_OK) != 0) {
+      return make_error("client CA file " + client_ca_file + ": " + std::strerror(errno));
+    }
+    int loaded = gnutls_certificate_set_x509_trust_file(ctx.credentials_, client_ca_file.c_str(), GNUTLS_X509_FMT_PEM);
+    if (loaded <= 0) {
+      return make_error("client CA file " + client_ca_file + ": " +
+                        (loaded == 0 ? std::string("no PEM certificate in it") : gnutls_strerror(loaded)));
+    }
+    ctx.request_client_certificate_ = true;
+  }
   ctx.alpn_ = std::move(alpn);
   return ctx;
 }
 
 TlsServerContext::TlsServerContext(TlsServerContext&& other) noexcept
-    : credentials_(other.credentials_), alpn_(std::move(other.alpn_)) {
+    : credentials_(other.credentials_), alpn_(std::move(other.alpn_)),
+      request_client_certificate_(other.request_client_certificate_) {
   other.credentials_ = nullptr;
 }
 
@@ -78,13 +93,53 @@ Result<gnutls_session_t, Error> TlsServerContext::new_session() const {
     gnutls_deinit(session);
     return make_error(gnutls_text("server session set-up", rv));
   }
+  if (request_client_certificate_) {
+    // REQUEST, not REQUIRE: a client without a certificate completes the handshake and hears why it
+    // is refused from the application, not as a bare TLS alert. Not naming the trusted CAs makes a
+    // client with a certificate from another CA present it anyway, so it hears that reason too.
+    gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUEST);
+    gnutls_certificate_send_x509_rdn_sequence(session, 1);
+  }
   return session;
+}
+
+PeerCertificate verify_client_certificate(gnutls_session_t session) {
+  PeerCertificate peer;
+  unsigned count = 0;
+  const gnutls_datum_t* chain = gnutls_certificate_get_peers(session, &count);
+  if (chain == nullptr || count == 0) return peer;
+  peer.der.assign(chain[0].data, chain[0].data + chain[0].size);
+  gnutls_typed_vdata_st purpose{GNUTLS_DT_KEY_PURPOSE_OID,
+                                reinterpret_cast<unsigned char*>(const_cast<char*>(GNUTLS_KP_TLS_WWW_CLIENT)), 0};
+  unsigned status = 0;
+  if (int rv = gnutls_certificate_verify_peers(session, &purpose, 1, &status); rv != 0) {
+    peer.verification_error = gnutls_strerror(rv);
+  } else if (status != 0) {
+    gnutls_datum_t text{};
+    peer.verification_error = gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &text, 0) == 0
+                                  ? std::string(reinterpret_cast<const char*>(text.data), text.size)
+                                  : "status " + std::to_string(status);
+    gnutls_free(text.data);
+    while (!peer.verification_error.empty() && peer.verification_error.back() == ' ') peer.verification_error.pop_back();
+  }
+  return peer;
 }
 
 Result<TlsClientContext, Error> TlsClientContext::create(TlsClientOptions options) {
   TlsClientContext ctx;
   if (int rv = gnutls_certificate_allocate_credentials(&ctx.credentials_); rv != 0) {
     return make_error(gnutls_text("allocate credentials", rv));
+  }
+  if (options.cert_file.empty() != options.key_file.empty()) {
+    return make_error("a client certificate needs both its certificate and its key file");
+  }
+  if (!options.cert_file.empty()) {
+    if (int rv = gnutls_certificate_set_x509_key_file(ctx.credentials_, options.cert_file.c_str(),
+                                                      options.key_file.c_str(), GNUTLS_X509_FMT_PEM);
+        rv != 0) {
+      return make_error("loading client certificate " + options.cert_file + " / key " + options.key_file + ": " +
+                        gnutls_strerror(rv));
+    }
   }
   if (!options.insecure) {
     int rv = options.ca_file.empty()

@@ -3,6 +3,7 @@
 
 #include <gnutls/gnutls.h>
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,8 +19,11 @@ class TlsServerContext {
   // Loads a PEM certificate chain and key. alpn lists the protocols offered in order of preference.
   // A client offering none of them is refused; a client offering no ALPN at all is accepted (the
   // original debra clients send none) and the connection reports an empty alpn().
+  // client_ca_file: PEM CAs for client certificates. When set, every handshake asks the client for a
+  // certificate but completes without one, or with one that does not verify: the connection reports
+  // what it got (peer_certificate()) and the application decides.
   static Result<TlsServerContext, Error> create(const std::string& cert_file, const std::string& key_file,
-                                                std::vector<std::string> alpn);
+                                                std::vector<std::string> alpn, const std::string& client_ca_file = {});
   TlsServerContext(TlsServerContext&& other) noexcept;
   TlsServerContext& operator=(TlsServerContext&&) = delete;
   ~TlsServerContext();
@@ -31,7 +35,21 @@ class TlsServerContext {
   TlsServerContext() = default;
   gnutls_certificate_credentials_t credentials_ = nullptr;
   std::vector<std::string> alpn_;
+  bool request_client_certificate_ = false;
 };
+
+// PeerCertificate: the certificate a client presented in the handshake (servers asking for one).
+struct PeerCertificate {
+  // der: the client's own certificate; empty if it presented none.
+  std::vector<std::uint8_t> der;
+  // verification_error: empty if der chains to the client CAs, is within its validity dates (as are
+  // its issuers) and allows TLS client authentication; else why not, for humans.
+  std::string verification_error;
+};
+
+// What the client of a completed server session proved. The handshake itself proved that the client
+// holds the private key of der.
+PeerCertificate verify_client_certificate(gnutls_session_t session);
 
 // TlsClientOptions: how a client checks the server.
 struct TlsClientOptions {
@@ -44,6 +62,10 @@ struct TlsClientOptions {
   std::string server_name = "localhost";
   // alpn: the protocol to offer; empty offers none (legacy mode).
   std::string alpn;
+  // cert_file / key_file: PEM certificate and key to present when the server asks for one; both or
+  // neither.
+  std::string cert_file;
+  std::string key_file;
 };
 
 // TlsClientContext: credentials and verification policy for client sessions.

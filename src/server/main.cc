@@ -74,12 +74,15 @@ int main(int argc, char** argv) {
   bool allow_anonymous = false;
   app.add_option("--auth", auth_mode,
                  "none: any client may register any id; token: a native registration must carry a token for "
-                 "its id (see `debra token issue` and docs/security.md)")
+                 "its id (see `debra token issue`); mtls: a client certificate for its id, signed by --client-ca "
+                 "(see `debra cert`, docs/security.md)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"none", "token"}));
+      ->check(CLI::IsMember({"none", "token", "mtls"}));
+  app.add_option("--client-ca", config.client_ca_file,
+                 "PEM CA certificate(s) client certificates must chain to; required with --auth mtls");
   app.add_option("--legacy", legacy_policy,
-                 "allow or deny original (legacy) clients, which cannot present a token; default: allow with "
-                 "--auth none, deny with --auth token")
+                 "allow or deny original (legacy) clients, which cannot present a token or certificate; default: "
+                 "allow with --auth none, deny otherwise")
       ->check(CLI::IsMember({"allow", "deny"}));
   app.add_option("--token-secret-file", config.token_secret_file,
                  "32-byte HMAC key for client tokens (default: DATA_DIR/token-secret, created on first start)");
@@ -98,13 +101,23 @@ int main(int argc, char** argv) {
   }
   config.listen = *address;
   config.session.require_token = auth_mode == "token";
-  config.session.allow_legacy = legacy_policy.empty() ? !config.session.require_token : legacy_policy == "allow";
+  config.session.require_certificate = auth_mode == "mtls";
+  if (config.session.require_certificate != !config.client_ca_file.empty()) {
+    std::fprintf(stderr, config.session.require_certificate
+                             ? "debra-server: --auth mtls needs --client-ca FILE (the CA that signs client "
+                               "certificates, e.g. from `debra cert ca`)\n"
+                             : "debra-server: --client-ca is for --auth mtls\n");
+    return 2;
+  }
+  bool authenticated = auth_mode != "none";
+  config.session.allow_legacy = legacy_policy.empty() ? !authenticated : legacy_policy == "allow";
   // Without authentication anyone who can reach the router can register, and take over, any id:
   // only loopback is safe by default.
-  if (!config.session.require_token && !address->is_loopback() && !allow_anonymous) {
+  if (!authenticated && !address->is_loopback() && !allow_anonymous) {
     std::fprintf(stderr,
                  "debra-server: refusing to listen on %s without authentication: anyone who can reach it could "
-                 "register any id. Use --auth token, or --allow-anonymous to accept that (docs/security.md)\n",
+                 "register any id. Use --auth token or mtls, or --allow-anonymous to accept that "
+                 "(docs/security.md)\n",
                  listen.c_str());
     return 2;
   }

@@ -68,7 +68,8 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
       spdlog::info("created a self-signed certificate for localhost: {}", config.cert_file);
     }
   }
-  auto tls = quic::TlsServerContext::create(config.cert_file, config.key_file, {std::string(wire::kAlpn)});
+  auto tls = quic::TlsServerContext::create(config.cert_file, config.key_file, {std::string(wire::kAlpn)},
+                                            config.client_ca_file);
   if (!tls) return Unexpected{tls.error()};
   auto secret = load_or_create_secret(dir / "quic-secret");
   if (!secret) return Unexpected{secret.error()};
@@ -167,7 +168,8 @@ quic::ConnectionHandler* Server::accept(quic::Connection& connection) {
 }
 
 void Server::run() {
-  spdlog::info("authentication: {}; legacy clients {}", config_.session.require_token ? "token" : "none",
+  spdlog::info("authentication: {}; legacy clients {}",
+               config_.session.require_certificate ? "mtls" : config_.session.require_token ? "token" : "none",
                config_.session.allow_legacy ? "allowed" : "refused");
   std::printf("debra-server ready on %s (data dir %s)\n", endpoint_->local_address().to_string().c_str(),
               config_.data_dir.c_str());

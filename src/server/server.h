@@ -31,6 +31,9 @@ struct ServerConfig {
   // token_secret_file: the HMAC key of client tokens (--auth token, `debra token issue`); empty:
   // data_dir/token-secret, created on first start. An explicit file must exist.
   std::string token_secret_file;
+  // client_ca_file: PEM CAs that client certificates must chain to (--auth mtls); empty: no client
+  // certificates are asked for.
+  std::string client_ca_file;
   // shutdown_timeout_ms: how long a graceful shutdown may take before the process exits anyway.
   std::uint32_t shutdown_timeout_ms = 3000;
   // durable: keep every accepted message in data_dir/messages.db until its recipient acknowledges

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "server/session_bridge.h"
 
+#include "auth/certificate.h"
 #include "util/log.h"
 
 namespace debra::server {
@@ -104,8 +105,10 @@ void Session::handle_registration(const wire::Message& message) {
 std::string Session::authentication_failure(const wire::Message& message) const {
   if (mode_ == Mode::Legacy) {
     if (config_.allow_legacy) return {};
-    return "legacy clients are not allowed on this router (it requires debra/1 with a token; see --legacy)";
+    return std::string("legacy clients are not allowed on this router (it requires debra/1 with ") +
+           (config_.require_certificate ? "a client certificate" : "a token") + "; see --legacy)";
   }
+  if (config_.require_certificate) return certificate_failure(message.client_id);
   if (!config_.require_token) return {};
   if (message.token.empty()) return "missing token: this router requires a token for id " + std::to_string(message.client_id);
   auto verified = auth::verify_token(config_.token_secret, message.token, auth::unix_now());
@@ -113,6 +116,20 @@ std::string Session::authentication_failure(const wire::Message& message) const 
   if (*verified != message.client_id) {
     return "token is for id " + std::to_string(*verified) + ", not " + std::to_string(message.client_id);
   }
+  return {};
+}
+
+std::string Session::certificate_failure(core::ClientId id) const {
+  const quic::PeerCertificate& certificate = connection_.peer_certificate();
+  if (certificate.der.empty()) {
+    return "no client certificate: this router requires one for id " + std::to_string(id) + " (see --cert, --key)";
+  }
+  if (!certificate.verification_error.empty()) {
+    return "client certificate not accepted: " + certificate.verification_error;
+  }
+  auto named = auth::certificate_client_id(certificate.der);
+  if (!named) return named.error().message;
+  if (*named != id) return "certificate is for id " + std::to_string(*named) + ", not " + std::to_string(id);
   return {};
 }
 

@@ -29,9 +29,12 @@ struct SessionConfig {
   // token_secret and names the id it registers; otherwise the session fails with Unauthenticated.
   bool require_token = false;
   auth::TokenSecret token_secret{};
+  // require_certificate: --auth mtls: a native registration must come over a connection whose client
+  // certificate verified against --client-ca and names the id it registers (auth/certificate.h).
+  bool require_certificate = false;
   // allow_legacy: legacy clients (no ALPN) cannot carry a token; false closes them with
-  // Unauthenticated at their registration. With require_token, an allowed legacy client registers
-  // any id unauthenticated (docs/security.md).
+  // Unauthenticated at their registration. With require_token or require_certificate, an allowed
+  // legacy client registers any id unauthenticated (docs/security.md).
   bool allow_legacy = true;
 };
 
@@ -75,8 +78,9 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
  private:
   void handle_frame(std::span<const std::uint8_t> body);
   void handle_registration(const wire::Message& message);
-  // --auth token / --legacy deny: why this registration may not have its id, or "" if it may.
+  // --auth token|mtls / --legacy deny: why this registration may not have its id, or "" if it may.
   std::string authentication_failure(const wire::Message& message) const;
+  std::string certificate_failure(core::ClientId id) const;
   void handle_client_to_client(const wire::Message& message);
   void handle_ack(const wire::Message& message);
   void reply(std::uint64_t message_id, wire::DeliveryStatus status, wire::ErrorCode code, std::string_view reason);

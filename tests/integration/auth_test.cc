@@ -4,8 +4,6 @@
 // router process: tokens are minted with the router's own secret from its data dir.
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "auth/token.h"
@@ -34,18 +32,6 @@ ClientOptions with_token(const ServerProcess& server, std::int32_t id, std::stri
   options.token = std::move(token);
   options.connect_timeout = 5s;
   return options;
-}
-
-// connect() must fail with Unauthenticated and a reason containing `cause`.
-::testing::AssertionResult refused(ClientOptions options, const std::string& cause) {
-  auto client = Client::connect(std::move(options));
-  if (client) return ::testing::AssertionFailure() << "connected, but should have been refused (" << cause << ")";
-  const std::string& reason = client.error().message;
-  if (reason.find("Unauthenticated") == std::string::npos || reason.find(cause) == std::string::npos) {
-    return ::testing::AssertionFailure() << "refused, but the reason lacks Unauthenticated / \"" << cause
-                                         << "\": " << reason;
-  }
-  return ::testing::AssertionSuccess();
 }
 
 // An authenticated pair that must keep chatting while others are refused.
@@ -120,24 +106,14 @@ TEST(AuthIntegration, TakeoverNeedsATokenForTheId) {
   // The holder of a token for id 1 may take it over, as a reconnecting owner must be able to.
   auto successor = connect_client(with_token(server, 1, token_for(server, 1)));
   ASSERT_TRUE(successor);
-  auto events = events_of_1.wait(1, 10s);
-  ASSERT_EQ(events.size(), 1u);
-  EXPECT_FALSE(events[0].first);
-  EXPECT_NE(events[0].second.find("SessionTakenOver"), std::string::npos) << events[0].second;
+  EXPECT_TRUE(displaced(events_of_1));
   EXPECT_TRUE(exchange(*successor, 1, *pair.b, 2, "new owner"));
 }
 
 TEST(AuthIntegration, LegacyClientRefusedUnderTokenAuthByDefault) {
   ServerProcess server;
   ASSERT_TRUE(server.start(with_args(kTokenAuth)));
-  auto raw = RawClient::connect(raw_options(server, /*native=*/false));
-  ASSERT_TRUE(raw) << raw.error().message;
-  (*raw)->send(wire::encode_registration(3));
-  auto closed = (*raw)->wait_closed(10s);
-  ASSERT_TRUE(closed);
-  EXPECT_TRUE(closed->application);
-  EXPECT_EQ(closed->error_code, static_cast<std::uint64_t>(wire::ErrorCode::Unauthenticated)) << closed->to_string();
-  EXPECT_NE(closed->reason.find("legacy clients are not allowed"), std::string::npos) << closed->to_string();
+  EXPECT_TRUE(registration_closed(raw_options(server, /*native=*/false), 3, "legacy clients are not allowed"));
 
   // The refusal touched no one else.
   auto pair = authenticated_pair(server);
@@ -152,12 +128,7 @@ TEST(AuthIntegration, LegacyClientAllowedWithLegacyAllow) {
   ASSERT_TRUE(native);
   auto legacy = connect_client(server, 3, Protocol::Legacy);
   ASSERT_TRUE(legacy);
-  EXPECT_TRUE(confirm_registered(*native, 1, *legacy, 3));
-  EXPECT_TRUE(await(legacy->send(1, "from the past")).ok());
-  auto message = native->receive(10s);
-  ASSERT_TRUE(message);
-  EXPECT_EQ(message->sender, 3);
-  EXPECT_EQ(message->text(), "from the past");
+  EXPECT_TRUE(legacy_reaches(*native, 1, *legacy, 3));
 }
 
 TEST(AuthIntegration, NativeClientWithoutTokenStillWorksWithAuthNone) {
@@ -168,18 +139,6 @@ TEST(AuthIntegration, NativeClientWithoutTokenStillWorksWithAuthNone) {
   auto b = connect_client(with_token(server, 2, "v1.2.0.whatever"));
   ASSERT_TRUE(a && b);
   EXPECT_TRUE(exchange(*a, 1, *b, 2, "anonymous"));
-}
-
-// Runs debra-server with args (bounded by timeout(1)); exit code and everything it printed.
-std::pair<int, std::string> run_server_briefly(const std::string& args) {
-  std::string command = std::string("timeout 10 ") + DEBRA_SERVER_BIN + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return {-1, "popen failed"};
-  std::string output;
-  char buf[512];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, pipe)) output.append(buf, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
 TEST(AuthIntegration, NonLoopbackWithoutAuthRefusesToStart) {

@@ -37,6 +37,8 @@ Result<std::unique_ptr<RawClient>, Error> RawClient::connect(RawClientOptions op
   tls.ca_file = options.ca_file;
   tls.server_name = options.server_name;
   tls.alpn = options.native ? std::string(wire::kAlpn) : std::string();
+  tls.cert_file = options.cert_file;
+  tls.key_file = options.key_file;
   auto context = quic::TlsClientContext::create(std::move(tls));
   if (!context) return Unexpected{context.error()};
 

@@ -49,6 +49,8 @@ struct RawClientOptions {
   std::string ca_file;      // the router's certificate
   bool native = true;       // offer ALPN debra/1; false: offer none (legacy mode)
   std::string server_name;  // empty: the host part of server
+  std::string cert_file;    // client certificate and key to present (--auth mtls); empty: none
+  std::string key_file;
 };
 
 class RawClient final : public quic::ConnectionHandler {

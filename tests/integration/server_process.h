@@ -20,6 +20,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace debra::testing {
@@ -124,5 +125,9 @@ struct CliResult {
 // Runs DEBRA_CLI_BIN with args (stdin /dev/null), capturing stdout and stderr; kills it after
 // timeout. Adds a test failure if its stderr holds a sanitizer report.
 CliResult run_cli(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 30s);
+
+// Runs DEBRA_SERVER_BIN with args (a shell word list, bounded by timeout(1)) for a server expected to
+// refuse to start: its exit code (-1 if killed) and everything it printed.
+std::pair<int, std::string> run_server_briefly(const std::string& args);
 
 }  // namespace debra::testing

@@ -122,6 +122,52 @@ inline ::testing::AssertionResult exchange(Client& a, std::int32_t a_id, Client&
   return deliver(b, b_id, a, a_id, tag + ": hello from " + std::to_string(b_id));
 }
 
+// Client::connect must fail (within 5 s) with Unauthenticated and a reason containing cause: a
+// registration the router refused.
+inline ::testing::AssertionResult refused(ClientOptions options, const std::string& cause) {
+  options.connect_timeout = std::chrono::seconds(5);
+  auto client = Client::connect(std::move(options));
+  if (client) return ::testing::AssertionFailure() << "connected, but should have been refused (" << cause << ")";
+  const std::string& reason = client.error().message;
+  if (reason.find("Unauthenticated") == std::string::npos || reason.find(cause) == std::string::npos) {
+    return ::testing::AssertionFailure() << "refused, but the reason lacks Unauthenticated / \"" << cause
+                                         << "\": " << reason;
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// A raw client registers id; the router must close it with Unauthenticated and a reason containing
+// cause. For legacy clients, which get no Error frame.
+inline ::testing::AssertionResult registration_closed(RawClientOptions options, std::int32_t id,
+                                                      const std::string& cause) {
+  auto raw = RawClient::connect(std::move(options));
+  if (!raw) return ::testing::AssertionFailure() << "cannot connect: " << raw.error().message;
+  (*raw)->send(wire::encode_registration(id));
+  auto closed = (*raw)->wait_closed(std::chrono::seconds(10));
+  if (!closed) return ::testing::AssertionFailure() << "the router did not close the connection";
+  if (!closed->application || closed->error_code != static_cast<std::uint64_t>(wire::ErrorCode::Unauthenticated) ||
+      closed->reason.find(cause) == std::string::npos) {
+    return ::testing::AssertionFailure() << "closed, but not with Unauthenticated / \"" << cause
+                                         << "\": " << closed->to_string();
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// legacy (registered as legacy_id) reaches native: the probe arrives, and so does legacy's message,
+// stamped legacy_id.
+inline ::testing::AssertionResult legacy_reaches(Client& native, std::int32_t native_id, Client& legacy,
+                                                 std::int32_t legacy_id) {
+  if (auto r = confirm_registered(native, native_id, legacy, legacy_id); !r) return r;
+  if (auto result = await(legacy.send(native_id, "from the past")); !result.ok()) {
+    return ::testing::AssertionFailure() << "legacy send: " << describe(result);
+  }
+  auto message = native.receive(std::chrono::seconds(10));
+  if (!message || message->sender != legacy_id || message->text() != "from the past") {
+    return ::testing::AssertionFailure() << native_id << " did not receive \"from the past\" from " << legacy_id;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 // ConnectionEvents: records a client's connection events (set_connection_handler).
 class ConnectionEvents {
  public:
@@ -144,6 +190,18 @@ class ConnectionEvents {
   std::condition_variable cv_;
   std::vector<std::pair<bool, std::string>> events_;
 };
+
+// The client `events` is attached to lost its connection exactly once (within 10 s), displaced by a
+// newer registration of its id.
+inline ::testing::AssertionResult displaced(ConnectionEvents& events) {
+  auto seen = events.wait(1, std::chrono::seconds(10));
+  if (seen.size() != 1 || seen[0].first || seen[0].second.find("SessionTakenOver") == std::string::npos) {
+    auto failure = ::testing::AssertionFailure() << seen.size() << " connection events, expected one SessionTakenOver";
+    for (const auto& [connected, reason] : seen) failure << "; " << (connected ? "connected" : reason);
+    return failure;
+  }
+  return ::testing::AssertionSuccess();
+}
 
 // The largest payload a router with max_frame_size carries from sender to recipient, by the real
 // encoders: both the client's ClientToClient body and the router's delivery body must fit.

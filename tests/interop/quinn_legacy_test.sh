@@ -37,11 +37,17 @@ stop_server() {
   return $rc
 }
 
+# The native CLI's credentials for an id: none, or (mtls=1) its client certificate from $work/pki.
+mtls=0
+auth_for() {  # auth_for ID
+  [ "$mtls" = 1 ] && echo "--cert $work/pki/id-$1.pem --key $work/pki/id-$1-key.pem"
+}
+
 # A legacy receiver is registered once a native send to it is accepted rather than reported
 # offline: poll with probes instead of sleeping. Each probe that lands is one extra delivery.
 wait_registered() {  # wait_registered ID
   for _ in $(seq 100); do
-    if "$cli" send --server "$addr" --insecure --id 999 --to "$1" probe 2>/dev/null; then return 0; fi
+    if "$cli" send --server "$addr" --insecure $(auth_for 999) --id 999 --to "$1" probe 2>/dev/null; then return 0; fi
     sleep 0.05
   done
   return 1
@@ -51,13 +57,13 @@ native_to_quinn() {
   timeout 20 "$quinn" --server "$addr" --id 2 --expect 4 --timeout 15 > "$work/q2.out" 2> "$work/q2.err" &
   local q=$!
   wait_registered 2 || return 1
-  for i in 1 2 3; do "$cli" send --server "$addr" --ca "$work/data/cert.pem" --id 1 --to 2 "native-$i" || return 1; done
+  for i in 1 2 3; do "$cli" send --server "$addr" --ca "$work/data/cert.pem" $(auth_for 1) --id 1 --to 2 "native-$i" || return 1; done
   wait $q || { cat "$work/q2.err"; return 1; }
   [ "$(grep -v probe "$work/q2.out")" = "$(printf '1\tnative-1\n1\tnative-2\n1\tnative-3')" ] || { cat "$work/q2.out"; return 1; }
 }
 
 quinn_to_native() {
-  timeout 20 "$cli" listen --server "$addr" --insecure --id 3 --count 4 --timeout 15 > "$work/l3.out" &
+  timeout 20 "$cli" listen --server "$addr" --insecure $(auth_for 3) --id 3 --count 4 --timeout 15 > "$work/l3.out" &
   local l=$!
   wait_registered 3 || return 1
   timeout 20 "$quinn" --server "$addr" --id 4 --to 3 --send quinn --count 3 || return 1
@@ -92,5 +98,16 @@ for listen in 127.0.0.1:0 '[::1]:0'; do
     check "server clean exit ($label)" stop_server
   done
 done
+# --auth mtls --legacy allow: the quinn client presents no certificate (with_no_client_auth) and still
+# gets in as a legacy client, next to native clients with certificates from `debra cert`.
+"$cli" cert ca --out-dir "$work/pki" > /dev/null || exit 1
+for id in 1 3 999; do "$cli" cert issue --id "$id" --ca-dir "$work/pki" --out-dir "$work/pki" > /dev/null || exit 1; done
+mtls=1
+start_server 127.0.0.1:0 --auth mtls --client-ca "$work/pki/ca.pem" --legacy allow || exit 1
+label="--auth mtls --legacy allow"
+check "native -> quinn ($label)" native_to_quinn
+check "quinn -> native ($label)" quinn_to_native
+check "quinn -> quinn, 200 in order ($label)" quinn_to_quinn
+check "server clean exit ($label)" stop_server
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
