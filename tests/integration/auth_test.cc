@@ -4,10 +4,6 @@
 // router process: tokens are minted with the router's own secret from its data dir.
 #include <gtest/gtest.h>
 
-#include <cstdio>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include "auth/token.h"
 #include "server_process.h"
 #include "test_support.h"
@@ -168,18 +164,6 @@ TEST(AuthIntegration, NativeClientWithoutTokenStillWorksWithAuthNone) {
   auto b = connect_client(with_token(server, 2, "v1.2.0.whatever"));
   ASSERT_TRUE(a && b);
   EXPECT_TRUE(exchange(*a, 1, *b, 2, "anonymous"));
-}
-
-// Runs debra-server with args (bounded by timeout(1)); exit code and everything it printed.
-std::pair<int, std::string> run_server_briefly(const std::string& args) {
-  std::string command = std::string("timeout 10 ") + DEBRA_SERVER_BIN + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return {-1, "popen failed"};
-  std::string output;
-  char buf[512];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, pipe)) output.append(buf, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
 TEST(AuthIntegration, NonLoopbackWithoutAuthRefusesToStart) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -263,6 +264,17 @@ void ServerProcess::check_sanitizers(const std::string& when) {
   EXPECT_FALSE(contains_sanitizer_report(text))
       << "debra-server (" << stderr_path_ << ", stopped by " << when << ") reported a sanitizer error:\n"
       << text;
+}
+
+std::pair<int, std::string> run_server_briefly(const std::string& args) {
+  std::string command = std::string("timeout 10 ") + DEBRA_SERVER_BIN + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  std::string output;
+  char buf[512];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, pipe)) output.append(buf, n);
+  int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
 std::string CliResult::describe() const {

@@ -20,6 +20,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace debra::testing {
@@ -109,6 +110,10 @@ class ServerProcess {
   std::string stdout_text_;
   bool stdout_eof_ = false;
 };
+
+// Runs debra-server with args, a shell-quoted string, for a server that is expected to exit by itself
+// (bounded by timeout(1) to 10 s); its exit code (-1 if it did not exit) and everything it printed.
+std::pair<int, std::string> run_server_briefly(const std::string& args);
 
 // CliResult: one run of the debra CLI.
 struct CliResult {
