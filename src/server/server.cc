@@ -116,7 +116,7 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
 Server::Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<store::SqliteStore> store)
     : config_(std::move(config)), tls_(std::move(tls)), store_(std::move(store)),
       router_(config_.router, store_.get()) {
-  router_.set_policy(config_.policy);
+  router_.set_policy(std::move(config_.policy));  // the router holds the policy in force from here on
   // Signals arrive as loop events, so shutdown and policy reloads run on the loop thread like
   // everything else.
   sigset_t mask;

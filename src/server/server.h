@@ -32,7 +32,8 @@ struct ServerConfig {
   // data_dir/token-secret, created on first start. An explicit file must exist.
   std::string token_secret_file;
   // policy_file: the send policy (--policy), re-read on SIGHUP; empty: every pair may send. policy
-  // is what main.cc loaded from it (a bad file stops the process before the server is created).
+  // is what main.cc loaded from it (a bad file stops the process before the server is created); the
+  // server hands it to the router.
   std::string policy_file;
   core::SendPolicy policy;
   // shutdown_timeout_ms: how long a graceful shutdown may take before the process exits anyway.
