@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 //
-// Micro-benchmarks of the routing core: the per-message delivery decision, registration churn and
-// takeover, with 1 and 10,000 registered ids. The sinks only count, so what is measured is the
+// Micro-benchmarks of the routing core: the per-message delivery decision, the send policy check,
+// registration churn and takeover, with 1 and 10,000 registered ids. The sinks only count, so what is measured is the
 // router itself (registry lookup, slow-consumer check, stats), not a connection.
 #include <benchmark/benchmark.h>
 
@@ -108,6 +108,29 @@ void BM_RouteOffline(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 BENCHMARK(BM_RouteOffline)->Apply(registered_counts);
+
+// SendPolicy::decide, the check route() makes for every message under --policy, in its worst case:
+// no rule matches, so every rule is tried (two binary searches over 16 ranges each) before the
+// default decides.
+void BM_PolicyDecideNoRuleMatches(benchmark::State& state) {
+  debra::core::SendPolicy policy;
+  for (std::int64_t r = 0; r < state.range(0); ++r) {
+    std::vector<debra::core::IdRange> ranges;
+    for (ClientId k = 0; k < 16; ++k) ranges.push_back({1'000'000 + k * 1000, 1'000'000 + k * 1000 + 99});
+    // Senders 1..10,000 match every rule's `from`, but no rule's `to` holds a recipient.
+    policy.rules.push_back({debra::core::IdSet::of({{1, 10000}}), debra::core::IdSet::of(ranges), false, 0});
+  }
+  const auto ids = recipients(10000);
+  std::size_t i = 0;
+  for (auto _ : state) {
+    const ClientId id = ids[i++ & (ids.size() - 1)];
+    auto decision = policy.decide(id, id);
+    benchmark::DoNotOptimize(decision);
+    if (!decision.allowed) fail("no rule should match");
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_PolicyDecideNoRuleMatches)->ArgName("rules")->Arg(0)->Arg(1)->Arg(100)->Arg(1000);
 
 // A connection arriving and leaving: register_client then unregister_client of a fresh id while
 // the rest of the population stays online.

@@ -13,6 +13,7 @@ std::string_view to_string(Outcome outcome) {
     case Outcome::InvalidRecipient: return "invalid_recipient";
     case Outcome::QuotaExceeded: return "quota_exceeded";
     case Outcome::StoreUnavailable: return "store_unavailable";
+    case Outcome::Forbidden: return "forbidden";
   }
   return "unknown";
 }

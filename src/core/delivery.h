@@ -48,6 +48,7 @@ enum class Outcome {
   InvalidRecipient,  // recipient id out of range: refused
   QuotaExceeded,     // the recipient's inbox is full: refused
   StoreUnavailable,  // the store cannot write (disk full, read-only): refused
+  Forbidden,         // the send policy does not allow this sender to send to this recipient: refused
 };
 
 std::string_view to_string(Outcome outcome);

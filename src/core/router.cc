@@ -59,6 +59,11 @@ Outcome Router::route(const Submission& message, SessionSink* sender) {
     ++stats_.invalid_recipient;
     return Outcome::InvalidRecipient;
   }
+  if (PolicyDecision decision = policy_.decide(message.sender, message.recipient); !decision.allowed) {
+    ++stats_.forbidden;
+    refusal_reason_ = policy_.refusal_reason(message.sender, message.recipient, decision);
+    return Outcome::Forbidden;
+  }
   if (store_ == nullptr) return route_ephemeral(message);
 
   Delivery delivery{message.sender, message.recipient, message.message_id, nullptr, 0};

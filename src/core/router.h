@@ -10,11 +10,13 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "core/delivery.h"
 #include "core/message_store.h"
 #include "core/remote_route.h"
+#include "core/send_policy.h"
 #include "core/session_sink.h"
 
 namespace debra::core {
@@ -42,6 +44,7 @@ struct RouterStats {
   std::uint64_t invalid_recipient = 0;   // refused: recipient id out of range
   std::uint64_t quota_exceeded = 0;      // refused: recipient's inbox full
   std::uint64_t store_unavailable = 0;   // refused or rolled back: the store could not write
+  std::uint64_t forbidden = 0;           // refused: the send policy does not allow the pair
   std::uint64_t acknowledged = 0;        // recipients' acknowledgements that removed a message
   std::uint64_t expired = 0;             // dropped at their time-to-live
 };
@@ -80,8 +83,10 @@ class Router {
   void unregister_client(ClientId id, SessionSink& sink);
 
   // Routes one message from sender (the sink of the sending connection, for the outcome of a stored
-  // message; may be null). Never blocks. After QuotaExceeded or StoreUnavailable, refusal_reason()
-  // says why, for the sender.
+  // message; may be null). Never blocks. After QuotaExceeded, StoreUnavailable or Forbidden,
+  // refusal_reason() says why, for the sender. The send policy is checked here, after the recipient
+  // id and before the store, so that every way into routing obeys it and nothing it refuses is
+  // stored.
   Outcome route(const Submission& message, SessionSink* sender);
   const std::string& refusal_reason() const { return refusal_reason_; }
 
@@ -101,6 +106,11 @@ class Router {
 
   // Durable mode: drops messages older than the store's time-to-live; returns how many.
   std::size_t expire(std::int64_t now_ms);
+
+  // Replaces the send policy; it decides from the next route() on. Messages accepted before stay
+  // accepted. The default policy allows every pair.
+  void set_policy(SendPolicy policy) { policy_ = std::move(policy); }
+  const SendPolicy& policy() const { return policy_; }
 
   // Milliseconds since the epoch, for message deadlines; the server sets it from its clock.
   void set_wall_clock_ms(std::int64_t now_ms) { now_ms_ = now_ms; }
@@ -137,6 +147,7 @@ class Router {
   std::vector<Pending> pending_;
   std::unordered_set<ClientId> needs_fill_;
   std::int64_t now_ms_ = 0;
+  SendPolicy policy_;
   std::string refusal_reason_;
   RouterStats stats_;
 };

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <limits>
 
+#include "policy/policy_file.h"
 #include "server/server.h"
 #include "util/log.h"
 
@@ -88,6 +89,9 @@ int main(int argc, char** argv) {
                  "32-byte HMAC key for client tokens (default: DATA_DIR/token-secret, created on first start)");
   app.add_flag("--allow-anonymous", allow_anonymous,
                "Allow listening on a non-loopback address with --auth none (anyone who reaches it can take any id)");
+  app.add_option("--policy", config.policy_file,
+                 "TOML file saying which ids may send to which (docs/security.md); re-read on SIGHUP. Default: "
+                 "every id may send to every id");
   CLI11_PARSE(app, argc, argv);
 
   if (!log::set_level(log_level)) {
@@ -120,6 +124,14 @@ int main(int argc, char** argv) {
                  "(docs/security.md)\n",
                  listen.c_str());
     return 2;
+  }
+  if (!config.policy_file.empty()) {
+    auto policy = policy::load_policy_file(config.policy_file);
+    if (!policy) {
+      std::fprintf(stderr, "debra-server: --policy: %s\n", policy.error().message.c_str());
+      return 2;
+    }
+    config.policy = std::move(*policy);
   }
   config.durable = store_kind == "sqlite";
   config.sync = *store::parse_sync_mode(sync);

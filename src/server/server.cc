@@ -14,6 +14,7 @@
 #include <filesystem>
 
 #include "auth/token.h"
+#include "policy/policy_file.h"
 #include "util/log.h"
 
 namespace debra::server {
@@ -116,16 +117,23 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
 Server::Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<store::SqliteStore> store)
     : config_(std::move(config)), tls_(std::move(tls)), store_(std::move(store)),
       router_(config_.router, store_.get()) {
-  // Signals arrive as loop events, so shutdown runs on the loop thread like everything else.
+  router_.set_policy(std::move(config_.policy));  // the router holds the policy in force from here on
+  // Signals arrive as loop events, so shutdown and policy reloads run on the loop thread like
+  // everything else.
   sigset_t mask;
   sigemptyset(&mask);
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   signal_fd_ = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
   loop_.add_reader(signal_fd_, [this] {
     signalfd_siginfo info;
     while (read(signal_fd_, &info, sizeof info) == sizeof info) {
+      if (info.ssi_signo == SIGHUP) {
+        reload_policy();
+        continue;
+      }
       spdlog::info("received {}, shutting down", strsignal(static_cast<int>(info.ssi_signo)));
       begin_shutdown();
     }
@@ -139,6 +147,21 @@ Server::Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<
     if (shutting_down_) check_shutdown_done();
   });
   if (store_) schedule_expiry();
+}
+
+void Server::reload_policy() {
+  if (config_.policy_file.empty()) {
+    spdlog::info("received SIGHUP: no --policy file to reload; every pair may still send");
+    return;
+  }
+  auto reloaded = policy::load_policy_file(config_.policy_file);
+  if (!reloaded) {
+    spdlog::error("policy reload failed, keeping the previous policy ({}): {}", policy::describe(router_.policy()),
+                  reloaded.error().message);
+    return;
+  }
+  spdlog::info("policy reloaded from {}: {}", config_.policy_file, policy::describe(*reloaded));
+  router_.set_policy(std::move(*reloaded));
 }
 
 void Server::schedule_expiry() {
@@ -171,15 +194,20 @@ void Server::run() {
   spdlog::info("authentication: {}; legacy clients {}",
                config_.session.require_certificate ? "mtls" : config_.session.require_token ? "token" : "none",
                config_.session.allow_legacy ? "allowed" : "refused");
+  if (config_.policy_file.empty()) {
+    spdlog::info("send policy: none (every pair may send)");
+  } else {
+    spdlog::info("send policy {}: {}", config_.policy_file, policy::describe(router_.policy()));
+  }
   std::printf("debra-server ready on %s (data dir %s)\n", endpoint_->local_address().to_string().c_str(),
               config_.data_dir.c_str());
   std::fflush(stdout);
   loop_.run();
   router_.flush();  // commit what the last iteration accepted but did not answer
   spdlog::info("stopped: {} connections accepted, {} messages in, {} delivered, {} protocol errors, {} refused "
-               "registrations (Unauthenticated)",
+               "registrations (Unauthenticated), {} messages refused by the send policy",
                endpoint_->stats().accepted, counters_.messages_in, router_.stats().delivered,
-               counters_.protocol_errors, counters_.auth_refusals);
+               counters_.protocol_errors, counters_.auth_refusals, counters_.policy_refusals);
 }
 
 void Server::begin_shutdown() {

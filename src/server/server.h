@@ -34,6 +34,11 @@ struct ServerConfig {
   // client_ca_file: PEM CAs that client certificates must chain to (--auth mtls); empty: no client
   // certificates are asked for.
   std::string client_ca_file;
+  // policy_file: the send policy (--policy), re-read on SIGHUP; empty: every pair may send. policy
+  // is what main.cc loaded from it (a bad file stops the process before the server is created); the
+  // server hands it to the router.
+  std::string policy_file;
+  core::SendPolicy policy;
   // shutdown_timeout_ms: how long a graceful shutdown may take before the process exits anyway.
   std::uint32_t shutdown_timeout_ms = 3000;
   // durable: keep every accepted message in data_dir/messages.db until its recipient acknowledges
@@ -57,13 +62,15 @@ class Server {
   const net::Address& local_address() const { return endpoint_->local_address(); }
 
   // Runs until SIGINT or SIGTERM, then shuts down gracefully: every connection is closed with
-  // ServerShutdown (native clients get an Error frame first) within shutdown_timeout_ms.
+  // ServerShutdown (native clients get an Error frame first) within shutdown_timeout_ms. SIGHUP
+  // re-reads the policy file; a bad one is logged and the current policy stays.
   void run();
 
  private:
   Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<store::SqliteStore> store);
   void schedule_expiry();
   quic::ConnectionHandler* accept(quic::Connection& connection);
+  void reload_policy();
   void begin_shutdown();
   void check_shutdown_done();
 

@@ -148,11 +148,25 @@ void Session::handle_client_to_client(const wire::Message& message) {
   core::Submission submission{client_id_, message.for_client, message.message_id, message.payload,
                               message.receipt && mode_ == Mode::Native};
   core::Outcome outcome = router_.route(submission, this);
-  if (outcome == core::Outcome::QuotaExceeded || outcome == core::Outcome::StoreUnavailable) {
+  if (outcome == core::Outcome::Forbidden) {
+    refuse_by_policy(message.message_id);
+  } else if (outcome == core::Outcome::QuotaExceeded || outcome == core::Outcome::StoreUnavailable) {
     on_outcome(message.message_id, outcome, router_.refusal_reason());
   } else if (outcome != core::Outcome::Stored) {
     on_outcome(message.message_id, outcome, {});
   }
+}
+
+void Session::refuse_by_policy(std::uint64_t message_id) {
+  ++counters_.policy_refusals;
+  const std::string& reason = router_.refusal_reason();
+  std::uint64_t held_back = 0;
+  if (counters_.policy_log.allow(log::RateLimit::Clock::now(), &held_back)) {
+    spdlog::info("session {} (id {}): {} by the send policy: {}{}", connection_.remote_address().to_string(),
+                 client_id_, mode_ == Mode::Native ? "message rejected" : "legacy message dropped", reason,
+                 held_back == 0 ? std::string() : " (" + std::to_string(held_back) + " refusals not logged since the previous line)");
+  }
+  on_outcome(message_id, core::Outcome::Forbidden, reason);
 }
 
 void Session::on_outcome(std::uint64_t message_id, core::Outcome outcome, std::string_view reason) {
@@ -181,6 +195,10 @@ void Session::on_outcome(std::uint64_t message_id, core::Outcome outcome, std::s
     case core::Outcome::StoreUnavailable:
       reply(message_id, wire::DeliveryStatus::Rejected, ErrorCode::StoreUnavailable,
             reason.empty() ? std::string_view("the router cannot store messages right now") : reason);
+      return;
+    case core::Outcome::Forbidden:
+      reply(message_id, wire::DeliveryStatus::Rejected, ErrorCode::Forbidden,
+            reason.empty() ? std::string_view("the send policy does not allow this recipient") : reason);
       return;
   }
 }

@@ -14,6 +14,7 @@
 #include "auth/token.h"
 #include "core/router.h"
 #include "quic/connection.h"
+#include "util/log.h"
 #include "wire/codec.h"
 
 namespace debra::server {
@@ -43,6 +44,9 @@ struct SessionCounters {
   std::uint64_t protocol_errors = 0;
   std::uint64_t auth_refusals = 0;  // registrations closed with Unauthenticated
   std::uint64_t messages_in = 0;
+  std::uint64_t policy_refusals = 0;  // messages the send policy refused (native: Rejected; legacy: dropped)
+  // Refusals are logged through this, shared by all sessions: a sender can cause one per message.
+  log::RateLimit policy_log;
 };
 
 // Session: the application side of one client connection: ConnectionHandler towards QUIC,
@@ -82,6 +86,9 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   std::string authentication_failure(const wire::Message& message) const;
   std::string certificate_failure(core::ClientId id) const;
   void handle_client_to_client(const wire::Message& message);
+  // The send policy refused this message: count it, log it (rate-limited), and tell a native sender.
+  // A legacy sender cannot be told; its message is dropped and its connection stays open.
+  void refuse_by_policy(std::uint64_t message_id);
   void handle_ack(const wire::Message& message);
   void reply(std::uint64_t message_id, wire::DeliveryStatus status, wire::ErrorCode code, std::string_view reason);
   // Ends the session for a peer's fault or a policy decision: logs one line, tells a native client

@@ -266,6 +266,17 @@ void ServerProcess::check_sanitizers(const std::string& when) {
       << text;
 }
 
+std::pair<int, std::string> run_server_briefly(const std::string& args) {
+  std::string command = std::string("timeout 10 ") + DEBRA_SERVER_BIN + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  std::string output;
+  char buf[512];
+  while (std::size_t n = std::fread(buf, 1, sizeof buf, pipe)) output.append(buf, n);
+  int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
 std::string CliResult::describe() const {
   std::ostringstream text;
   text << "exit code " << exit_code;
@@ -341,17 +352,6 @@ CliResult run_cli(const std::vector<std::string>& args, std::chrono::millisecond
   if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
   EXPECT_FALSE(contains_sanitizer_report(result.err)) << "debra reported a sanitizer error:\n" << result.err;
   return result;
-}
-
-std::pair<int, std::string> run_server_briefly(const std::string& args) {
-  std::string command = std::string("timeout 10 ") + DEBRA_SERVER_BIN + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return {-1, "popen failed"};
-  std::string output;
-  char buf[512];
-  while (std::size_t n = std::fread(buf, 1, sizeof buf, pipe)) output.append(buf, n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
 }  // namespace debra::testing

@@ -111,6 +111,10 @@ class ServerProcess {
   bool stdout_eof_ = false;
 };
 
+// Runs debra-server with args, a shell-quoted string, for a server that is expected to exit by itself
+// (bounded by timeout(1) to 10 s); its exit code (-1 if it did not exit) and everything it printed.
+std::pair<int, std::string> run_server_briefly(const std::string& args);
+
 // CliResult: one run of the debra CLI.
 struct CliResult {
   int exit_code = -1;  // -1 if it did not exit normally
@@ -125,9 +129,5 @@ struct CliResult {
 // Runs DEBRA_CLI_BIN with args (stdin /dev/null), capturing stdout and stderr; kills it after
 // timeout. Adds a test failure if its stderr holds a sanitizer report.
 CliResult run_cli(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 30s);
-
-// Runs DEBRA_SERVER_BIN with args (a shell word list, bounded by timeout(1)) for a server expected to
-// refuse to start: its exit code (-1 if killed) and everything it printed.
-std::pair<int, std::string> run_server_briefly(const std::string& args);
 
 }  // namespace debra::testing

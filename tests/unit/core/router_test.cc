@@ -373,10 +373,49 @@ TEST(Router, LimitsAreKept) {
   EXPECT_EQ(router.limits().fill_batch, 7u);
 }
 
+// 1 may send to 2 only; everyone else may send to anyone but 2.
+SendPolicy only_1_to_2() {
+  SendPolicy policy;
+  policy.source = "test.toml";
+  policy.rules.push_back(PolicyRule{IdSet::of({{1, 1}}), IdSet::of({{2, 2}}), true, 4});
+  policy.rules.push_back(PolicyRule{IdSet::all(), IdSet::of({{2, 2}}), false, 9});
+  policy.rules.push_back(PolicyRule{IdSet::of({{1, 1}}), IdSet::all(), false, 12});
+  return policy;
+}
+
+TEST(Router, SendPolicyRefusesForbiddenPairsWithTheRuleAndLetsOthersThrough) {
+  Router router;
+  RecordingSink two;
+  RecordingSink three;
+  router.register_client(2, two);
+  router.register_client(3, three);
+  router.set_policy(only_1_to_2());
+
+  EXPECT_EQ(send(router, 1, 2, 1), Outcome::Delivered);
+  EXPECT_EQ(send(router, 5, 2, 2), Outcome::Forbidden);
+  EXPECT_EQ(router.refusal_reason(), "id 5 may not send to 2 (policy test.toml, rule 2 at line 9)");
+  EXPECT_EQ(send(router, 1, 3, 3), Outcome::Forbidden);
+  EXPECT_EQ(router.refusal_reason(), "id 1 may not send to 3 (policy test.toml, rule 3 at line 12)");
+  EXPECT_EQ(send(router, 5, 3, 4), Outcome::Delivered);
+  // A forbidden recipient's liveness is not revealed: offline and online ids are refused alike.
+  EXPECT_EQ(send(router, 1, 77, 5), Outcome::Forbidden);
+  // An id out of range is InvalidRecipient, whatever the policy says.
+  EXPECT_EQ(send(router, 1, 0, 6), Outcome::InvalidRecipient);
+
+  EXPECT_EQ(two.delivered_ids(), (std::vector<std::uint64_t>{1}));
+  EXPECT_EQ(three.delivered_ids(), (std::vector<std::uint64_t>{4}));
+  EXPECT_EQ(router.stats().forbidden, 3u);
+  EXPECT_EQ(router.stats().delivered, 2u);
+
+  // Back to the default policy: everything valid goes through again.
+  router.set_policy(SendPolicy{});
+  EXPECT_EQ(send(router, 5, 2, 7), Outcome::Delivered);
+}
+
 TEST(Outcome, ToStringIsDistinctForEveryValue) {
   const Outcome all[] = {Outcome::Delivered,        Outcome::Stored,        Outcome::ForwardedRemote,
                          Outcome::RecipientOffline, Outcome::RecipientBusy, Outcome::InvalidRecipient,
-                         Outcome::QuotaExceeded,    Outcome::StoreUnavailable};
+                         Outcome::QuotaExceeded,    Outcome::StoreUnavailable, Outcome::Forbidden};
   std::set<std::string> names;
   for (Outcome o : all) {
     const std::string name(to_string(o));
@@ -994,6 +1033,32 @@ TEST_F(DurableRouter, InvalidRecipientNeverReachesTheStore) {
   EXPECT_EQ(router().stats().invalid_recipient, 2u);
   EXPECT_EQ(store().stats().stored, 0u);
   EXPECT_EQ(store().stats().held_messages, 0u);
+}
+
+TEST_F(DurableRouter, ForbiddenMessagesNeverReachTheStoreAndAPolicyChangeSparesAcceptedOnes) {
+  RecordingSink sender;
+  router().register_client(5, sender);
+  EXPECT_EQ(send(router(), 5, 2, 1, &sender), Outcome::Stored);
+  router().flush();
+
+  SendPolicy deny_all;
+  deny_all.default_allow = false;
+  deny_all.source = "deny.toml";
+  router().set_policy(deny_all);
+  EXPECT_EQ(send(router(), 5, 2, 2, &sender), Outcome::Forbidden);
+  EXPECT_EQ(router().refusal_reason(), "id 5 may not send to 2 (policy deny.toml, default deny)");
+  router().flush();
+  // Refused at once, never answered again by a flush.
+  ASSERT_EQ(sender.outcomes.size(), 1u);
+  EXPECT_EQ(sender.outcomes[0].message_id, 1u);
+  EXPECT_EQ(store().stats().held_messages, 1u);
+
+  // The message accepted before the policy changed is still delivered.
+  RecordingSink recipient;
+  router().register_client(2, recipient);
+  router().flush();
+  EXPECT_EQ(recipient.delivered_ids(), (std::vector<std::uint64_t>{1}));
+  EXPECT_EQ(router().stats().forbidden, 1u);
 }
 
 // A full filesystem: the batch that cannot be committed is answered StoreUnavailable, and what was
