@@ -242,7 +242,17 @@ void RawClient::on_stream_data(quic::StreamId id, std::span<const std::uint8_t> 
   }
 }
 
-void RawClient::on_data_acknowledged() {}
+void RawClient::on_data_acknowledged() {
+  quic::Connection* connection = endpoint_ == nullptr ? nullptr : endpoint_->connection();
+  if (connection == nullptr) return;
+  std::lock_guard lock(mutex_);
+  acknowledged_ = connection->acknowledged_offset(stream_);
+}
+
+std::uint64_t RawClient::acknowledged_bytes() const {
+  std::lock_guard lock(mutex_);
+  return acknowledged_;
+}
 
 void RawClient::on_closed(const quic::CloseInfo& info) {
   std::lock_guard lock(mutex_);

@@ -76,6 +76,10 @@ class RawClient final : public quic::ConnectionHandler {
   std::optional<quic::CloseInfo> wait_closed(std::chrono::milliseconds timeout);
   bool closed() const;
 
+  // How much of the client's stream the router has acknowledged. It can have received only what its
+  // flow-control credit allowed, so this shows whether the router holds credit back.
+  std::uint64_t acknowledged_bytes() const;
+
   std::string alpn() const;
   // Whether the router made this connection validate its address with a Retry (the server's
   // transport parameters then carry retry_source_connection_id).
@@ -113,6 +117,7 @@ class RawClient final : public quic::ConnectionHandler {
   std::string alpn_;
   bool retried_ = false;
   std::optional<quic::CloseInfo> close_info_;
+  std::uint64_t acknowledged_ = 0;
   std::deque<RawMessage> messages_;
   std::vector<std::string> receive_errors_;
 };
