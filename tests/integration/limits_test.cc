@@ -91,6 +91,21 @@ TEST(LimitsIntegration, ConnectionsPerAddressAreBounded) {
   EXPECT_TRUE(exchange(*a, 1, *c, 3, "after a slot freed"));
 }
 
+// Streams are a fixed limit: the session stream and nothing else (docs/security.md, Limits).
+TEST(LimitsIntegration, AClientMayOpenItsSessionStreamAndNoOther) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  for (bool native : {true, false}) {
+    SCOPED_TRACE(native ? "native" : "legacy");
+    auto raw = RawClient::connect(raw_options(server, native));
+    ASSERT_TRUE(raw) << raw.error().message;
+    EXPECT_EQ((*raw)->stream_limits().bidirectional, 1u);
+    EXPECT_EQ((*raw)->stream_limits().unidirectional, 0u);
+    EXPECT_TRUE((*raw)->second_stream_refused());
+    EXPECT_TRUE((*raw)->register_id(native ? 1 : 2));
+  }
+}
+
 // Rates are per second, so the tests pick limits whose refill is slow against what they do: a burst
 // pipelined in milliseconds against one token per second, or a byte rate that would need seconds
 // to refill a message. Every wait is bounded; the margins are hundreds of milliseconds at least.

@@ -188,6 +188,16 @@ bool RawClient::retried() const {
   return retried_;
 }
 
+RawClient::StreamLimits RawClient::stream_limits() const {
+  std::lock_guard lock(mutex_);
+  return stream_limits_;
+}
+
+bool RawClient::second_stream_refused() const {
+  std::lock_guard lock(mutex_);
+  return second_stream_refused_;
+}
+
 std::vector<std::string> RawClient::receive_errors() const {
   std::lock_guard lock(mutex_);
   return receive_errors_;
@@ -200,6 +210,10 @@ void RawClient::on_handshake_completed() {
   std::lock_guard lock(mutex_);
   alpn_ = connection->alpn();
   retried_ = params != nullptr && params->retry_scid_present != 0;
+  if (params != nullptr) {
+    stream_limits_ = {params->initial_max_streams_bidi, params->initial_max_streams_uni};
+  }
+  second_stream_refused_ = stream && !connection->open_bidi_stream() && !connection->open_uni_stream();
   if (!stream) {
     receive_errors_.push_back("cannot open the stream: " + stream.error().message);
     return;
