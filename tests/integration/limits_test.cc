@@ -190,6 +190,16 @@ TEST(LimitsIntegration, TheBucketBelongsToTheIdAcrossReconnections) {
   EXPECT_NE(cli.exit_code, 0) << cli.describe();
   EXPECT_NE(cli.err.find("over the rate limit of 100 bytes/s (burst 3000); retry in"), std::string::npos)
       << cli.describe();
+
+  // So does chat: id 5's bucket holds three of these lines, and the fourth is refused.
+  auto chat = run_cli({"chat", "--server", server.address(), "--ca", server.ca_file(), "--id", "5", "--to", "2"}, 30s,
+                      kilobyte + "\n" + kilobyte + "\n" + kilobyte + "\n" + kilobyte + "\n");
+  EXPECT_EQ(chat.exit_code, 0) << chat.describe();
+  std::size_t refusals = 0;
+  for (std::size_t at = 0; (at = chat.out.find("* not delivered: ", at)) != std::string::npos; ++at) ++refusals;
+  EXPECT_EQ(refusals, 1u) << chat.describe();
+  EXPECT_NE(chat.out.find("* not delivered: rejected: over the rate limit of 100 bytes/s"), std::string::npos)
+      << chat.describe();
 }
 
 TEST(LimitsIntegration, ALegacySenderOverItsRateIsSlowedDownAndLosesNothing) {
