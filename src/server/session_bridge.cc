@@ -14,6 +14,8 @@ namespace {
 // A session over its rate limit reports it at most this often (and all sessions together within
 // RateLimiting::log_budget); the counters have every breach.
 constexpr net::Timestamp kBreachLogInterval = 10 * quic::kSecond;
+// The longest a held legacy frame waits before its sender's bucket is checked again.
+constexpr net::Timestamp kLongestHold = 60 * quic::kSecond;
 
 }  // namespace
 
@@ -201,7 +203,9 @@ void Session::hold_until_refilled(const core::Admission& admission) {
     ++counters_.rate_delays;  // once per message, however often it is offered again
     log_breach(admission);
   }
-  resume_timer_ = loop_.add_timer(loop_.now() + admission.retry_after, [this] {
+  // Capped so that the deadline cannot overflow; waking early only means checking again.
+  net::Timestamp wait = std::min<net::Timestamp>(admission.retry_after, kLongestHold);
+  resume_timer_ = loop_.add_timer(loop_.now() + wait, [this] {
     resume_timer_ = 0;
     resume_after_hold();
   });
