@@ -83,17 +83,25 @@ Admission RateLimiter::admit(ClientId id, std::uint64_t bytes, Nanoseconds now) 
   const Nanoseconds message_wait = messages_.wait(buckets.messages_full_at, 1, now);
   const Nanoseconds byte_wait = bytes_.wait(buckets.bytes_full_at, bytes, now);
   if (message_wait == 0 && byte_wait == 0) {
-    buckets.messages_full_at = messages_.paid(buckets.messages_full_at, 1, now);
-    buckets.bytes_full_at = bytes_.paid(buckets.bytes_full_at, bytes, now);
-    // Re-keying through the node handle moves the entry without allocating.
-    auto node = full_times_.extract(buckets.full_time);
-    node.key() = full_time(buckets);
-    buckets.full_time = full_times_.insert(std::move(node));
+    pay(buckets, bytes, now);
     return {};
   }
   // The longer wait is the one that decides when the message would pass.
   if (message_wait >= byte_wait) return {false, RateLimitKind::Messages, message_wait};
   return {false, RateLimitKind::Bytes, byte_wait};
+}
+
+void RateLimiter::charge(ClientId id, std::uint64_t bytes, Nanoseconds now) {
+  if (!unlimited()) pay(buckets_of(id, now), bytes, now);
+}
+
+void RateLimiter::pay(Buckets& buckets, std::uint64_t bytes, Nanoseconds now) {
+  buckets.messages_full_at = messages_.paid(buckets.messages_full_at, 1, now);
+  buckets.bytes_full_at = bytes_.paid(buckets.bytes_full_at, bytes, now);
+  // Re-keying through the node handle moves the entry without allocating.
+  auto node = full_times_.extract(buckets.full_time);
+  node.key() = full_time(buckets);
+  buckets.full_time = full_times_.insert(std::move(node));
 }
 
 }  // namespace debra::core

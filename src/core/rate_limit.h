@@ -101,6 +101,9 @@ class RateLimiter {
   // Admits one message of `bytes` payload bytes from id at now and charges both buckets, or refuses
   // it and charges nothing.
   Admission admit(ClientId id, std::uint64_t bytes, Nanoseconds now);
+  // Charges a message that is taken whatever the buckets hold (one the router can neither refuse
+  // nor delay any longer), beyond the burst if need be: the debt delays what id sends next.
+  void charge(ClientId id, std::uint64_t bytes, Nanoseconds now);
 
   bool unlimited() const { return messages_.unlimited() && bytes_.unlimited(); }
   const RateLimits& limits() const { return limits_; }
@@ -117,6 +120,7 @@ class RateLimiter {
   };
 
   Buckets& buckets_of(ClientId id, Nanoseconds now);
+  void pay(Buckets& buckets, std::uint64_t bytes, Nanoseconds now);
   void forget_soonest_full();
   Nanoseconds full_time(const Buckets& buckets) const;
 

@@ -169,7 +169,12 @@ bool Session::handle_client_to_client(const wire::Message& message) {
   }
   // Every message counts against its sender's buckets, whatever becomes of it later, except one
   // refused for the rate itself.
-  core::Admission admission = rate_limiting_.limiter.admit(client_id_, message.payload.size(), loop_.now());
+  core::Admission admission;
+  if (taking_held_) {
+    rate_limiting_.limiter.charge(client_id_, message.payload.size(), loop_.now());
+  } else {
+    admission = rate_limiting_.limiter.admit(client_id_, message.payload.size(), loop_.now());
+  }
   if (!admission.admitted && mode_ == Mode::Legacy) {
     hold_until_refilled(admission);
     return false;
@@ -189,7 +194,9 @@ bool Session::handle_client_to_client(const wire::Message& message) {
   // The sender is the registered id, whatever the frame claims.
   core::Submission submission{client_id_, message.for_client, message.message_id, message.payload,
                               message.receipt && mode_ == Mode::Native};
-  core::Outcome outcome = router_.route(submission, this);
+  // A legacy sender hears no outcome, so the router need not keep one for it (and must not, for a
+  // session that was displaced while its held frames are taken).
+  core::Outcome outcome = router_.route(submission, mode_ == Mode::Native ? this : nullptr);
   if (outcome == core::Outcome::QuotaExceeded || outcome == core::Outcome::StoreUnavailable) {
     on_outcome(message.message_id, outcome, router_.refusal_reason());
   } else if (outcome != core::Outcome::Stored) {
@@ -219,6 +226,15 @@ void Session::resume_after_hold() {
   std::uint64_t still_held = holding_ ? std::min(credit_held_, unconsumed_bytes()) : 0;
   connection_.release_credit(stream_, credit_held_ - still_held);
   credit_held_ = still_held;
+}
+
+void Session::take_held_frames() {
+  if (!holding_ || taking_held_) return;
+  taking_held_ = true;
+  handle_frames();
+  taking_held_ = false;
+  loop_.cancel_timer(resume_timer_);
+  resume_timer_ = 0;
 }
 
 void Session::log_breach(const core::Admission& admission) {
@@ -299,6 +315,8 @@ void Session::reply(std::uint64_t message_id, wire::DeliveryStatus status, Error
 
 void Session::fail(ErrorCode code, std::string reason) {
   if (closing_) return;
+  take_held_frames();
+  if (closing_) return;  // one of them was itself the fault
   closing_ = true;
   ++(code == ErrorCode::Unauthenticated ? counters_.auth_refusals : counters_.protocol_errors);
   spdlog::info("session {} (id {}): closing with {}: {}", connection_.remote_address().to_string(), client_id_,
@@ -311,6 +329,7 @@ void Session::fail(ErrorCode code, std::string reason) {
 
 void Session::shut_down() {
   if (closing_) return;
+  take_held_frames();
   closing_ = true;
   if (registered_) router_.unregister_client(client_id_, *this);
   registered_ = false;
@@ -322,7 +341,9 @@ void Session::shut_down() {
 }
 
 void Session::on_displaced() {
-  // The router already removed us; fail() must not unregister our successor.
+  // The router already removed us; fail() must not unregister our successor. What we hold of the
+  // old connection goes first.
+  take_held_frames();
   registered_ = false;
   fail(ErrorCode::SessionTakenOver, "a newer connection registered id " + std::to_string(client_id_));
 }
@@ -364,14 +385,15 @@ void Session::on_closing(const quic::CloseInfo&) {
   // Nothing reaches the client any more: release its id now rather than after the closing period,
   // so that its reconnection is no takeover and nothing is handed to a connection that cannot
   // carry it.
+  take_held_frames();
   closing_ = true;
-  loop_.cancel_timer(resume_timer_);
-  resume_timer_ = 0;
   if (registered_) router_.unregister_client(client_id_, *this);
   registered_ = false;
 }
 
 void Session::on_closed(const quic::CloseInfo& info) {
+  if (!closing_) take_held_frames();  // it died without closing first (idle timeout, dropped)
+  closing_ = true;
   if (registered_) router_.unregister_client(client_id_, *this);
   registered_ = false;
   spdlog::debug("session {} (id {}): {}", connection_.remote_address().to_string(), client_id_, info.to_string());

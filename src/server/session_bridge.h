@@ -100,6 +100,11 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   // and its credit is held back, so its messages are delayed, not dropped (docs/security.md).
   void hold_until_refilled(const core::Admission& admission);
   void resume_after_hold();
+  // The connection is ending while a legacy sender's frames wait. Their bytes are here already (our
+  // QUIC stack acknowledged them, so the sender counts them as sent) and no more can follow, so they
+  // are taken now, charged to the sender's buckets beyond the burst: delayed, never lost. The id's
+  // next connection pays off the debt.
+  void take_held_frames();
   std::uint64_t unconsumed_bytes() const;
   // Reports breaches in the log: at most one line per session every few seconds, within the budget
   // all sessions share.
@@ -133,6 +138,7 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   // Rate limits: the frame of a legacy sender that waits for its bucket, the stream credit held back
   // meanwhile, and the timer that resumes reading.
   bool holding_ = false;
+  bool taking_held_ = false;
   std::vector<std::uint8_t> held_frame_;
   std::uint64_t credit_held_ = 0;
   net::EventLoop::TimerId resume_timer_ = 0;

@@ -247,6 +247,37 @@ TEST(LimitsIntegration, ALegacySenderOverItsRateIsSlowedDownAndLosesNothing) {
   EXPECT_NE(log.find("delaying a legacy sender"), std::string::npos) << log;
 }
 
+// A legacy sender counts a message as sent once the router's QUIC stack has acknowledged it, and may
+// close right then: what the router holds for the rate limit is taken at the close, not dropped,
+// and the id pays for it afterwards.
+TEST(LimitsIntegration, ALegacySenderThatClosesAtOnceLosesNothingAndPaysLater) {
+  constexpr int kMessages = 40;
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_args({"--rate-messages", "10", "--rate-message-burst", "10"})));
+  auto recipient = connect_client(server, 2);
+  ASSERT_TRUE(recipient);
+  {
+    auto legacy = connect_client(server, 1, Protocol::Legacy);
+    ASSERT_TRUE(legacy);
+    std::vector<std::future<SendResult>> sends;
+    for (int i = 0; i < kMessages; ++i) sends.push_back(legacy->send(2, "legacy " + std::to_string(i)));
+    for (auto& result : await_all(sends)) EXPECT_TRUE(result.ok()) << describe(result);
+    legacy->close();  // returns once the router's QUIC stack has every byte, long before 3 s of rate
+  }
+  auto got = receive_exactly(*recipient, kMessages, 10s);
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(kMessages));
+  for (int i = 0; i < kMessages; ++i) {
+    EXPECT_EQ(got[i].sender, 1);
+    EXPECT_EQ(got[i].text(), "legacy " + std::to_string(i));
+  }
+  // The 30 beyond the burst were charged: id 1 is in debt for about 3 s, whatever it connects with.
+  auto native = connect_client(server, 1);
+  ASSERT_TRUE(native);
+  auto refused = await(native->send(2, "after the debt"));
+  EXPECT_TRUE(is_rate_limited(refused, "10 msgs/s (burst 10)"));
+  EXPECT_GT(retry_in_ms(refused.reason), 500) << refused.reason;
+}
+
 // The delay reaches the legacy sender's QUIC stack: the router stops giving it credit, so bytes
 // beyond its receive window stay with the sender rather than piling up in the router.
 TEST(LimitsIntegration, ALegacySenderOverItsRateIsHeldBackByFlowControl) {

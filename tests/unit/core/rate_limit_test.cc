@@ -123,6 +123,20 @@ TEST(RateLimiter, AMessageLargerThanTheByteBurstPassesFromAFullBucketAndPaysInFu
   EXPECT_EQ(big.retry_after, kSecond);  // the 1-byte message left it 1,000 bytes short of full
 }
 
+TEST(RateLimiter, AChargeGoesBeyondTheBurstAndDelaysWhatFollows) {
+  RateLimiter limiter(messages_only(10, 2));
+  for (int i = 0; i < 5; ++i) limiter.charge(1, 0, kStart);  // 3 beyond the burst
+  Admission next = limiter.admit(1, 0, kStart);
+  EXPECT_FALSE(next.admitted);
+  EXPECT_EQ(next.retry_after, 400 * kMs);  // the 3 owed, then room for itself
+  EXPECT_TRUE(limiter.admit(1, 0, kStart + 400 * kMs).admitted);
+  EXPECT_FALSE(limiter.admit(1, 0, kStart + 400 * kMs).admitted);
+  // Charges are remembered like any bucket, and forgotten once paid off and full again.
+  EXPECT_EQ(limiter.tracked_ids(), 1u);
+  ASSERT_TRUE(limiter.admit(2, 0, kStart + 600 * kMs).admitted);
+  EXPECT_EQ(limiter.tracked_ids(), 1u);
+}
+
 TEST(RateLimiter, ZeroDisablesALimit) {
   RateLimiter off({.messages_per_second = 0, .message_burst = 0, .bytes_per_second = 0, .byte_burst = 0});
   EXPECT_TRUE(off.unlimited());
