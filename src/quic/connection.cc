@@ -293,12 +293,23 @@ void Connection::close_now(std::uint64_t app_error_code, std::string reason) {
 
 int Connection::on_stream_data(StreamId id, std::span<const std::uint8_t> data, bool fin) {
   streams_.try_emplace(id);
+  credit_held_in_call_ = 0;
   if (handler_ != nullptr) handler_->on_stream_data(id, data, fin);
   // The handler consumed the bytes (it copies what it keeps and bounds what it queues elsewhere), so
-  // the credit goes straight back to the peer.
-  ngtcp2_conn_extend_max_stream_offset(conn_, id, data.size());
-  ngtcp2_conn_extend_max_offset(conn_, data.size());
+  // the credit goes straight back to the peer, except for what it holds back.
+  std::uint64_t consumed = data.size() - std::min<std::uint64_t>(credit_held_in_call_, data.size());
+  credit_held_in_call_ = 0;
+  ngtcp2_conn_extend_max_stream_offset(conn_, id, consumed);
+  ngtcp2_conn_extend_max_offset(conn_, consumed);
   return 0;
+}
+
+void Connection::release_credit(StreamId id, std::uint64_t bytes) {
+  if (bytes == 0 || state_ != State::Open) return;
+  // Outside a callback, so the MAX_STREAM_DATA / MAX_DATA frames need a flush to go out.
+  ngtcp2_conn_extend_max_stream_offset(conn_, id, bytes);
+  ngtcp2_conn_extend_max_offset(conn_, bytes);
+  transport_.schedule_flush(*this);
 }
 
 int Connection::on_acked(StreamId id, std::uint64_t offset, std::uint64_t length) {

@@ -131,6 +131,14 @@ class Connection {
   // Bytes written on all streams and not yet acknowledged by the peer.
   std::uint64_t queued_bytes() const { return queued_bytes_; }
 
+  // Receive flow control. Bytes handed to ConnectionHandler::on_stream_data count as consumed when
+  // that call returns, and their credit goes back to the peer then. A handler that cannot take them
+  // yet (a rate-limited sender's, say) calls hold_credit during the call for as many of them as it
+  // keeps unconsumed, and release_credit once it has consumed them. Meanwhile the peer can send only
+  // what is left of its window: that is how backpressure reaches it.
+  void hold_credit(std::uint64_t bytes) { credit_held_in_call_ += bytes; }
+  void release_credit(StreamId id, std::uint64_t bytes);
+
   // Closes the connection with an application error code once queued data has been acknowledged
   // (at most close_drain_timeout later), so a final error message reaches the peer. Idempotent: the
   // first code wins.
@@ -194,6 +202,7 @@ class Connection {
   State state_ = State::Open;
   std::unordered_map<StreamId, Stream> streams_;
   std::uint64_t queued_bytes_ = 0;
+  std::uint64_t credit_held_in_call_ = 0;  // hold_credit() during the current on_stream_data
   std::optional<CloseInfo> pending_close_;   // close() requested, waiting for the drain
   Timestamp pending_close_deadline_ = 0;
   CloseInfo close_info_;                     // why we are closing/draining

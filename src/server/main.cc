@@ -46,6 +46,23 @@ int main(int argc, char** argv) {
   app.add_option("--idle-timeout", idle_timeout_s, "Seconds without packets before a connection is closed")
       ->capture_default_str()
       ->check(CLI::Range(1u, 3600u));
+  core::RateLimits& rates = config.rate_limits;
+  const auto at_least_one = CLI::Range(std::uint64_t{1}, std::numeric_limits<std::uint64_t>::max());
+  app.add_option("--rate-messages", rates.messages_per_second,
+                 "Messages per second one id may send, sustained (0: unlimited); above it a native sender's "
+                 "messages are refused with RateLimited and a legacy sender is slowed down")
+      ->capture_default_str();
+  app.add_option("--rate-message-burst", rates.message_burst, "Messages one id may send at once before --rate-messages applies")
+      ->capture_default_str()
+      ->check(at_least_one);
+  app.add_option("--rate-bytes", rates.bytes_per_second,
+                 "Payload bytes per second one id may send, sustained (0: unlimited)")
+      ->capture_default_str();
+  app.add_option("--rate-byte-burst", rates.byte_burst,
+                 "Payload bytes one id may send at once before --rate-bytes applies (a larger message needs a full "
+                 "bucket)")
+      ->capture_default_str()
+      ->check(at_least_one);
   std::string store_kind = "sqlite";
   std::string sync = "batch";
   double ttl_s = static_cast<double>(config.store.ttl_ms) / 1000;
@@ -137,8 +154,10 @@ int main(int argc, char** argv) {
   config.sync = *store::parse_sync_mode(sync);
   config.store.ttl_ms = static_cast<std::int64_t>(ttl_s * 1000);
   config.quic.transport.idle_timeout = idle_timeout_s * quic::kSecond;
+  // Fixed by the protocol, not a flag: a client opens its session stream and nothing else (the
+  // router opens the delivery lanes). The original server allowed no unidirectional streams either.
   config.quic.transport.peer_bidi_streams = 1;
-  config.quic.transport.peer_uni_streams = 0;  // the original server allowed none; neither do we
+  config.quic.transport.peer_uni_streams = 0;
   auto server = server::Server::create(std::move(config));
   if (!server) {
     spdlog::error("{}", server.error().message);

@@ -116,7 +116,7 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
 
 Server::Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<store::SqliteStore> store)
     : config_(std::move(config)), tls_(std::move(tls)), store_(std::move(store)),
-      router_(config_.router, store_.get()) {
+      router_(config_.router, store_.get()), rate_limiting_(config_.rate_limits) {
   router_.set_policy(std::move(config_.policy));  // the router holds the policy in force from here on
   // Signals arrive as loop events, so shutdown and policy reloads run on the loop thread like
   // everything else.
@@ -178,13 +178,15 @@ Server::~Server() {
 
 quic::ConnectionHandler* Server::accept(quic::Connection& connection) {
   if (shutting_down_) return nullptr;
-  auto session = std::make_unique<Session>(connection, router_, config_.session, counters_, [this](Session& s) {
+  auto on_finished = [this](Session& s) {
     // Called from inside the connection's teardown: destroy the session once that call returns.
     auto it = sessions_.find(&s);
     if (it == sessions_.end()) return;
     finished_.push_back(std::move(it->second));
     sessions_.erase(it);
-  });
+  };
+  auto session = std::make_unique<Session>(connection, loop_, router_, config_.session, counters_, rate_limiting_,
+                                           std::move(on_finished));
   Session* raw = session.get();
   sessions_.emplace(raw, std::move(session));
   return raw;
@@ -199,15 +201,21 @@ void Server::run() {
   } else {
     spdlog::info("send policy {}: {}", config_.policy_file, policy::describe(router_.policy()));
   }
+  const core::RateLimits& rates = config_.rate_limits;
+  spdlog::info("rate limits per id: {} msgs/s (burst {}), {} bytes/s (burst {}) (0: unlimited)",
+               rates.messages_per_second, rates.message_burst, rates.bytes_per_second, rates.byte_burst);
   std::printf("debra-server ready on %s (data dir %s)\n", endpoint_->local_address().to_string().c_str(),
               config_.data_dir.c_str());
   std::fflush(stdout);
   loop_.run();
   router_.flush();  // commit what the last iteration accepted but did not answer
   spdlog::info("stopped: {} connections accepted, {} messages in, {} delivered, {} protocol errors, {} refused "
-               "registrations (Unauthenticated), {} messages refused by the send policy",
+               "registrations (Unauthenticated), {} messages refused by the send policy, {} messages refused for "
+               "the rate limit (RateLimited), {} legacy messages delayed for it, {} rate buckets forgotten before "
+               "they were full",
                endpoint_->stats().accepted, counters_.messages_in, router_.stats().delivered,
-               counters_.protocol_errors, counters_.auth_refusals, counters_.policy_refusals);
+               counters_.protocol_errors, counters_.auth_refusals, counters_.policy_refusals, counters_.rate_refusals,
+               counters_.rate_delays, rate_limiting_.limiter.stats().evicted);
 }
 
 void Server::begin_shutdown() {

@@ -47,6 +47,8 @@ struct ServerConfig {
   store::SyncMode sync = store::SyncMode::Batch;
   core::StoreLimits store;
   SessionConfig session;
+  // rate_limits: what each sending id may send per second (docs/security.md, "Rate limits").
+  core::RateLimits rate_limits;
   core::RouterLimits router;
   quic::ServerConfig quic;
 };
@@ -81,6 +83,7 @@ class Server {
   core::Router router_;
   net::EventLoop::TimerId expiry_timer_ = 0;
   SessionCounters counters_;
+  RateLimiting rate_limiting_;
   std::unique_ptr<quic::ServerEndpoint> endpoint_;
   std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;
   std::vector<std::unique_ptr<Session>> finished_;

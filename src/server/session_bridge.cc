@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #include "server/session_bridge.h"
 
+#include <algorithm>
+
 #include "auth/certificate.h"
 #include "util/log.h"
 
@@ -8,10 +10,23 @@ namespace debra::server {
 
 using wire::ErrorCode;
 
-Session::Session(quic::Connection& connection, core::Router& router, const SessionConfig& config,
-                 SessionCounters& counters, std::function<void(Session&)> on_finished)
-    : connection_(connection), router_(router), config_(config), counters_(counters),
-      on_finished_(std::move(on_finished)), reader_(config.max_frame_size) {}
+namespace {
+
+// A session over its rate limit reports it at most this often (and all sessions together within
+// RateLimiting::log_budget); the counters have every breach.
+constexpr net::Timestamp kBreachLogInterval = 10 * quic::kSecond;
+// The longest a held legacy frame waits before its sender's bucket is checked again.
+constexpr net::Timestamp kLongestHold = 60 * quic::kSecond;
+
+}  // namespace
+
+Session::Session(quic::Connection& connection, net::EventLoop& loop, core::Router& router,
+                 const SessionConfig& config, SessionCounters& counters, RateLimiting& rate_limiting,
+                 std::function<void(Session&)> on_finished)
+    : connection_(connection), loop_(loop), router_(router), config_(config), counters_(counters),
+      rate_limiting_(rate_limiting), on_finished_(std::move(on_finished)), reader_(config.max_frame_size) {}
+
+Session::~Session() { loop_.cancel_timer(resume_timer_); }
 
 void Session::on_handshake_completed() {
   // A client that offered no ALPN is an original debra client (docs/protocol.md, legacy mode).
@@ -32,6 +47,29 @@ void Session::on_stream_data(quic::StreamId id, std::span<const std::uint8_t> da
     return;
   }
   reader_.append(data);
+  fin_received_ = fin_received_ || fin;
+  if (holding_) {
+    // Still waiting for the sender's bucket: these bytes wait too, and so does their credit.
+    connection_.hold_credit(data.size());
+    credit_held_ += data.size();
+    return;
+  }
+  handle_frames();
+  if (holding_ && !closing_) {
+    // Of the bytes from the held frame on, those that came in this call are not credited yet (the
+    // earlier ones were, when they arrived).
+    std::uint64_t held = std::min<std::uint64_t>(data.size(), unconsumed_bytes());
+    connection_.hold_credit(held);
+    credit_held_ += held;
+  }
+}
+
+void Session::handle_frames() {
+  if (holding_) {
+    if (!handle_frame(held_frame_)) return;
+    holding_ = false;
+    if (closing_) return;
+  }
   for (;;) {
     auto frame = reader_.next();
     if (!frame) {
@@ -39,34 +77,41 @@ void Session::on_stream_data(quic::StreamId id, std::span<const std::uint8_t> da
       return;
     }
     if (!frame->has_value()) break;
-    handle_frame(**frame);
+    if (!handle_frame(**frame)) {
+      held_frame_.assign((*frame)->begin(), (*frame)->end());
+      holding_ = true;
+      return;
+    }
     if (closing_) return;
   }
   // A clean FIN needs nothing: the client will send no more, but its half-closed stream still carries
   // deliveries, so the session stays registered until the connection closes.
-  if (fin && reader_.buffered() > 0) {
+  if (fin_received_ && reader_.buffered() > 0) {
     fail(ErrorCode::ProtocolError, "the stream ended " + std::to_string(reader_.buffered()) +
                                        " bytes into a frame: its length prefix promised more");
   }
 }
 
-void Session::handle_frame(std::span<const std::uint8_t> body) {
+std::uint64_t Session::unconsumed_bytes() const {
+  return (holding_ ? wire::kLengthPrefixSize + held_frame_.size() : 0) + reader_.buffered();
+}
+
+bool Session::handle_frame(std::span<const std::uint8_t> body) {
   auto message = wire::decode(body);
   if (!message) {
     fail(message.error().code, message.error().reason);
-    return;
+    return true;
   }
   switch (message->type) {
     case wire::MessageType::ClientRegistration:
       handle_registration(*message);
-      return;
+      return true;
     case wire::MessageType::ClientToClient:
-      handle_client_to_client(*message);
-      return;
+      return handle_client_to_client(*message);
     case wire::MessageType::Ack:
       if (mode_ == Mode::Native) {
         handle_ack(*message);
-        return;
+        return true;
       }
       break;
     default:
@@ -75,6 +120,7 @@ void Session::handle_frame(std::span<const std::uint8_t> body) {
   fail(ErrorCode::UnknownMessageType, "message type " + std::to_string(static_cast<int>(message->type)) + " (" +
                                           std::string(wire::to_string(message->type)) +
                                           ") is not one a client may send");
+  return true;
 }
 
 void Session::handle_registration(const wire::Message& message) {
@@ -133,21 +179,41 @@ std::string Session::certificate_failure(core::ClientId id) const {
   return {};
 }
 
-void Session::handle_client_to_client(const wire::Message& message) {
+bool Session::handle_client_to_client(const wire::Message& message) {
   if (!registered_) {
     fail(ErrorCode::NotRegistered, "a message before the ClientRegistration");
-    return;
+    return true;
+  }
+  // Every message counts against its sender's buckets, whatever becomes of it later, except one
+  // refused for the rate itself.
+  core::Admission admission;
+  if (taking_held_) {
+    rate_limiting_.limiter.charge(client_id_, message.payload.size(), loop_.now());
+  } else {
+    admission = rate_limiting_.limiter.admit(client_id_, message.payload.size(), loop_.now());
+  }
+  if (!admission.admitted && mode_ == Mode::Legacy) {
+    hold_until_refilled(admission);
+    return false;
   }
   ++counters_.messages_in;
+  if (!admission.admitted) {
+    ++counters_.rate_refusals;
+    log_breach(admission);
+    reply(message.message_id, wire::DeliveryStatus::Rejected, ErrorCode::RateLimited, rate_limit_reason(admission));
+    return true;
+  }
   if (!core::is_valid_client_id(message.for_client) && mode_ != Mode::Native) {
     // A legacy client has no other way to hear it.
     fail(ErrorCode::InvalidId, "recipient id " + std::to_string(message.for_client) + " is outside 1..2147483647");
-    return;
+    return true;
   }
   // The sender is the registered id, whatever the frame claims.
   core::Submission submission{client_id_, message.for_client, message.message_id, message.payload,
                               message.receipt && mode_ == Mode::Native};
-  core::Outcome outcome = router_.route(submission, this);
+  // A legacy sender hears no outcome, so the router need not keep one for it (and must not, for a
+  // session that was displaced while its held frames are taken).
+  core::Outcome outcome = router_.route(submission, mode_ == Mode::Native ? this : nullptr);
   if (outcome == core::Outcome::Forbidden) {
     refuse_by_policy(message.message_id);
   } else if (outcome == core::Outcome::QuotaExceeded || outcome == core::Outcome::StoreUnavailable) {
@@ -155,6 +221,66 @@ void Session::handle_client_to_client(const wire::Message& message) {
   } else if (outcome != core::Outcome::Stored) {
     on_outcome(message.message_id, outcome, {});
   }
+  return true;
+}
+
+void Session::hold_until_refilled(const core::Admission& admission) {
+  if (!holding_) {
+    ++counters_.rate_delays;  // once per message, however often it is offered again
+    log_breach(admission);
+  }
+  // Capped so that the deadline cannot overflow; waking early only means checking again.
+  net::Timestamp wait = std::min<net::Timestamp>(admission.retry_after, kLongestHold);
+  resume_timer_ = loop_.add_timer(loop_.now() + wait, [this] {
+    resume_timer_ = 0;
+    resume_after_hold();
+  });
+}
+
+void Session::resume_after_hold() {
+  if (closing_) return;
+  handle_frames();
+  if (closing_) return;
+  // Credit goes back for what was consumed: everything, once nothing waits any more.
+  std::uint64_t still_held = holding_ ? std::min(credit_held_, unconsumed_bytes()) : 0;
+  connection_.release_credit(stream_, credit_held_ - still_held);
+  credit_held_ = still_held;
+}
+
+void Session::take_held_frames() {
+  if (!holding_ || taking_held_) return;
+  taking_held_ = true;
+  handle_frames();
+  taking_held_ = false;
+  loop_.cancel_timer(resume_timer_);
+  resume_timer_ = 0;
+}
+
+void Session::log_breach(const core::Admission& admission) {
+  ++breaches_unlogged_;
+  net::Timestamp now = loop_.now();
+  if (breach_logged_ && now - breach_logged_at_ < kBreachLogInterval) return;
+  if (!rate_limiting_.log_budget.try_take(1, now)) return;
+  bool native = mode_ == Mode::Native;
+  spdlog::info("session {} (id {}): {}: {} ({} {} since this session's last report)",
+               connection_.remote_address().to_string(), client_id_,
+               native ? "refusing messages" : "delaying a legacy sender (its stream is not read meanwhile)",
+               rate_limit_reason(admission), breaches_unlogged_, native ? "refused" : "delayed");
+  breach_logged_ = true;
+  breach_logged_at_ = now;
+  breaches_unlogged_ = 0;
+}
+
+std::string Session::rate_limit_reason(const core::Admission& admission) const {
+  const core::RateLimits& limits = rate_limiting_.limiter.limits();
+  bool messages = admission.limit == core::RateLimitKind::Messages;
+  std::uint64_t retry_ms = (admission.retry_after + quic::kMillisecond - 1) / quic::kMillisecond;
+  return "over the rate limit of " +
+         (messages ? std::to_string(limits.messages_per_second) + " msgs/s (burst " +
+                         std::to_string(limits.message_burst) + ")"
+                   : std::to_string(limits.bytes_per_second) + " bytes/s (burst " +
+                         std::to_string(limits.byte_burst) + ")") +
+         "; retry in " + std::to_string(retry_ms) + " ms";
 }
 
 void Session::refuse_by_policy(std::uint64_t message_id) {
@@ -224,6 +350,8 @@ void Session::reply(std::uint64_t message_id, wire::DeliveryStatus status, Error
 
 void Session::fail(ErrorCode code, std::string reason) {
   if (closing_) return;
+  take_held_frames();
+  if (closing_) return;  // one of them was itself the fault
   closing_ = true;
   ++(code == ErrorCode::Unauthenticated ? counters_.auth_refusals : counters_.protocol_errors);
   spdlog::info("session {} (id {}): closing with {}: {}", connection_.remote_address().to_string(), client_id_,
@@ -236,6 +364,7 @@ void Session::fail(ErrorCode code, std::string reason) {
 
 void Session::shut_down() {
   if (closing_) return;
+  take_held_frames();
   closing_ = true;
   if (registered_) router_.unregister_client(client_id_, *this);
   registered_ = false;
@@ -247,7 +376,9 @@ void Session::shut_down() {
 }
 
 void Session::on_displaced() {
-  // The router already removed us; fail() must not unregister our successor.
+  // The router already removed us; fail() must not unregister our successor. What we hold of the
+  // old connection goes first.
+  take_held_frames();
   registered_ = false;
   fail(ErrorCode::SessionTakenOver, "a newer connection registered id " + std::to_string(client_id_));
 }
@@ -289,12 +420,15 @@ void Session::on_closing(const quic::CloseInfo&) {
   // Nothing reaches the client any more: release its id now rather than after the closing period,
   // so that its reconnection is no takeover and nothing is handed to a connection that cannot
   // carry it.
+  take_held_frames();
   closing_ = true;
   if (registered_) router_.unregister_client(client_id_, *this);
   registered_ = false;
 }
 
 void Session::on_closed(const quic::CloseInfo& info) {
+  if (!closing_) take_held_frames();  // it died without closing first (idle timeout, dropped)
+  closing_ = true;
   if (registered_) router_.unregister_client(client_id_, *this);
   registered_ = false;
   spdlog::debug("session {} (id {}): {}", connection_.remote_address().to_string(), client_id_, info.to_string());

@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "auth/token.h"
+#include "core/rate_limit.h"
 #include "core/router.h"
+#include "net/event_loop.h"
 #include "quic/connection.h"
 #include "util/log.h"
 #include "wire/codec.h"
@@ -47,6 +49,17 @@ struct SessionCounters {
   std::uint64_t policy_refusals = 0;  // messages the send policy refused (native: Rejected; legacy: dropped)
   // Refusals are logged through this, shared by all sessions: a sender can cause one per message.
   log::RateLimit policy_log;
+  std::uint64_t rate_refusals = 0;  // native messages refused with RateLimited
+  std::uint64_t rate_delays = 0;    // legacy messages held back until their sender's bucket refilled
+};
+
+// RateLimiting: what every session shares for the per-id rate limits (owned by the server): the
+// buckets, and a budget for the log lines that report breaches, so that many sessions over their
+// limits cannot flood the log.
+struct RateLimiting {
+  explicit RateLimiting(core::RateLimits limits) : limiter(limits) {}
+  core::RateLimiter limiter;
+  core::TokenBucket log_budget{core::Rate(10, 20)};
 };
 
 // Session: the application side of one client connection: ConnectionHandler towards QUIC,
@@ -55,8 +68,9 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
  public:
   enum class Mode { Pending, Legacy, Native };
 
-  Session(quic::Connection& connection, core::Router& router, const SessionConfig& config,
-          SessionCounters& counters, std::function<void(Session&)> on_finished);
+  Session(quic::Connection& connection, net::EventLoop& loop, core::Router& router, const SessionConfig& config,
+          SessionCounters& counters, RateLimiting& rate_limiting, std::function<void(Session&)> on_finished);
+  ~Session() override;
 
   // Ends the session because the server is stopping: native clients get an Error frame first.
   void shut_down();
@@ -80,12 +94,30 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   void on_receipt(std::uint64_t message_id, core::ClientId recipient, bool delivered) override;
 
  private:
-  void handle_frame(std::span<const std::uint8_t> body);
+  // Handles the held frame, then the buffered ones, in order, until the reader needs more bytes, the
+  // session closes, or a frame must wait for the sender's rate limit.
+  void handle_frames();
+  // false: the frame must wait (a legacy sender over its rate limit); it is offered again later.
+  bool handle_frame(std::span<const std::uint8_t> body);
   void handle_registration(const wire::Message& message);
   // --auth token|mtls / --legacy deny: why this registration may not have its id, or "" if it may.
   std::string authentication_failure(const wire::Message& message) const;
   std::string certificate_failure(core::ClientId id) const;
-  void handle_client_to_client(const wire::Message& message);
+  bool handle_client_to_client(const wire::Message& message);
+  // A legacy sender over its rate limit cannot be told: its frame waits, the stream is not read on,
+  // and its credit is held back, so its messages are delayed, not dropped (docs/security.md).
+  void hold_until_refilled(const core::Admission& admission);
+  void resume_after_hold();
+  // The connection is ending while a legacy sender's frames wait. Their bytes are here already (our
+  // QUIC stack acknowledged them, so the sender counts them as sent) and no more can follow, so they
+  // are taken now, charged to the sender's buckets beyond the burst: delayed, never lost. The id's
+  // next connection pays off the debt.
+  void take_held_frames();
+  std::uint64_t unconsumed_bytes() const;
+  // Reports breaches in the log: at most one line per session every few seconds, within the budget
+  // all sessions share.
+  void log_breach(const core::Admission& admission);
+  std::string rate_limit_reason(const core::Admission& admission) const;
   // The send policy refused this message: count it, log it (rate-limited), and tell a native sender.
   // A legacy sender cannot be told; its message is dropped and its connection stays open.
   void refuse_by_policy(std::uint64_t message_id);
@@ -97,9 +129,11 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   quic::StreamId lane_for(core::ClientId sender);
 
   quic::Connection& connection_;
+  net::EventLoop& loop_;
   core::Router& router_;
   const SessionConfig& config_;
   SessionCounters& counters_;
+  RateLimiting& rate_limiting_;
   std::function<void(Session&)> on_finished_;
   Mode mode_ = Mode::Pending;
   wire::FrameReader reader_;
@@ -111,6 +145,17 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   core::ClientId client_id_ = 0;
   bool registered_ = false;
   bool closing_ = false;
+  bool fin_received_ = false;
+  // Rate limits: the frame of a legacy sender that waits for its bucket, the stream credit held back
+  // meanwhile, and the timer that resumes reading.
+  bool holding_ = false;
+  bool taking_held_ = false;
+  std::vector<std::uint8_t> held_frame_;
+  std::uint64_t credit_held_ = 0;
+  net::EventLoop::TimerId resume_timer_ = 0;
+  std::uint64_t breaches_unlogged_ = 0;
+  bool breach_logged_ = false;
+  net::Timestamp breach_logged_at_ = 0;
 };
 
 }  // namespace debra::server

@@ -190,6 +190,16 @@ bool RawClient::retried() const {
   return retried_;
 }
 
+RawClient::StreamLimits RawClient::stream_limits() const {
+  std::lock_guard lock(mutex_);
+  return stream_limits_;
+}
+
+bool RawClient::second_stream_refused() const {
+  std::lock_guard lock(mutex_);
+  return second_stream_refused_;
+}
+
 std::vector<std::string> RawClient::receive_errors() const {
   std::lock_guard lock(mutex_);
   return receive_errors_;
@@ -202,6 +212,10 @@ void RawClient::on_handshake_completed() {
   std::lock_guard lock(mutex_);
   alpn_ = connection->alpn();
   retried_ = params != nullptr && params->retry_scid_present != 0;
+  if (params != nullptr) {
+    stream_limits_ = {params->initial_max_streams_bidi, params->initial_max_streams_uni};
+  }
+  second_stream_refused_ = stream && !connection->open_bidi_stream() && !connection->open_uni_stream();
   if (!stream) {
     receive_errors_.push_back("cannot open the stream: " + stream.error().message);
     return;
@@ -244,7 +258,17 @@ void RawClient::on_stream_data(quic::StreamId id, std::span<const std::uint8_t> 
   }
 }
 
-void RawClient::on_data_acknowledged() {}
+void RawClient::on_data_acknowledged() {
+  quic::Connection* connection = endpoint_ == nullptr ? nullptr : endpoint_->connection();
+  if (connection == nullptr) return;
+  std::lock_guard lock(mutex_);
+  acknowledged_ = connection->acknowledged_offset(stream_);
+}
+
+std::uint64_t RawClient::acknowledged_bytes() const {
+  std::lock_guard lock(mutex_);
+  return acknowledged_;
+}
 
 void RawClient::on_closed(const quic::CloseInfo& info) {
   std::lock_guard lock(mutex_);

@@ -78,6 +78,19 @@ class RawClient final : public quic::ConnectionHandler {
   std::optional<quic::CloseInfo> wait_closed(std::chrono::milliseconds timeout);
   bool closed() const;
 
+  // How much of the client's stream the router has acknowledged. It can have received only what its
+  // flow-control credit allowed, so this shows whether the router holds credit back.
+  std::uint64_t acknowledged_bytes() const;
+
+  // The streams the router lets this client open (its transport parameters), and whether the QUIC
+  // stack refused to open any stream beyond the session stream because of them.
+  struct StreamLimits {
+    std::uint64_t bidirectional = 0;
+    std::uint64_t unidirectional = 0;
+  };
+  StreamLimits stream_limits() const;
+  bool second_stream_refused() const;
+
   std::string alpn() const;
   // Whether the router made this connection validate its address with a Retry (the server's
   // transport parameters then carry retry_source_connection_id).
@@ -115,6 +128,9 @@ class RawClient final : public quic::ConnectionHandler {
   std::string alpn_;
   bool retried_ = false;
   std::optional<quic::CloseInfo> close_info_;
+  std::uint64_t acknowledged_ = 0;
+  StreamLimits stream_limits_;
+  bool second_stream_refused_ = false;
   std::deque<RawMessage> messages_;
   std::vector<std::string> receive_errors_;
 };

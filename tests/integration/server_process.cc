@@ -57,7 +57,8 @@ std::string last_lines(const std::string& text, std::size_t count) {
 
 // Starts path with args, stdin from /dev/null, stdout and stderr on the given descriptors. The child
 // dies with the thread that started it (PR_SET_PDEATHSIG), so a crashed test leaves no server behind.
-pid_t spawn(const std::vector<std::string>& args, int out_fd, int err_fd) {
+// in_fd: the child's stdin; -1: /dev/null.
+pid_t spawn(const std::vector<std::string>& args, int out_fd, int err_fd, int in_fd = -1) {
   std::vector<char*> argv;
   argv.reserve(args.size() + 1);
   for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
@@ -68,8 +69,8 @@ pid_t spawn(const std::vector<std::string>& args, int out_fd, int err_fd) {
   // The child of a multi-threaded process: async-signal-safe calls only, up to exec.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() != parent) _exit(127);
-  int null_fd = open("/dev/null", O_RDONLY);
-  if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(127);
+  int input_fd = in_fd >= 0 ? in_fd : open("/dev/null", O_RDONLY);
+  if (input_fd < 0 || dup2(input_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0) _exit(127);
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -286,8 +287,21 @@ std::string CliResult::describe() const {
   return text.str();
 }
 
-CliResult run_cli(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
+CliResult run_cli(const std::vector<std::string>& args, std::chrono::milliseconds timeout, const std::string& input) {
   CliResult result;
+  int in_fd = -1;
+  if (!input.empty()) {
+    // A file rather than a pipe: the child reads it at its own pace while this thread reads its output.
+    char path[] = "/tmp/debra-cli-input-XXXXXX";
+    in_fd = mkstemp(path);
+    if (in_fd < 0 || write(in_fd, input.data(), input.size()) != static_cast<ssize_t>(input.size()) ||
+        lseek(in_fd, 0, SEEK_SET) != 0) {
+      ADD_FAILURE() << "stdin file: " << std::strerror(errno);
+      if (in_fd >= 0) close(in_fd);
+      return result;
+    }
+    unlink(path);
+  }
   int out_pipe[2];
   int err_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0) {
@@ -303,9 +317,10 @@ CliResult run_cli(const std::vector<std::string>& args, std::chrono::millisecond
   std::vector<std::string> argv{DEBRA_CLI_BIN};
   argv.insert(argv.end(), args.begin(), args.end());
   auto start = Clock::now();
-  pid_t pid = spawn(argv, out_pipe[1], err_pipe[1]);
+  pid_t pid = spawn(argv, out_pipe[1], err_pipe[1], in_fd);
   close(out_pipe[1]);
   close(err_pipe[1]);
+  if (in_fd >= 0) close(in_fd);
   if (pid < 0) {
     ADD_FAILURE() << "fork: " << std::strerror(errno);
     close(out_pipe[0]);

@@ -126,8 +126,9 @@ struct CliResult {
   std::string describe() const;  // for assertion messages
 };
 
-// Runs DEBRA_CLI_BIN with args (stdin /dev/null), capturing stdout and stderr; kills it after
-// timeout. Adds a test failure if its stderr holds a sanitizer report.
-CliResult run_cli(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 30s);
+// Runs DEBRA_CLI_BIN with args (stdin: input, or /dev/null if it is empty), capturing stdout and
+// stderr; kills it after timeout. Adds a test failure if its stderr holds a sanitizer report.
+CliResult run_cli(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 30s,
+                  const std::string& input = {});
 
 }  // namespace debra::testing
