@@ -9,6 +9,12 @@ using wire::ErrorCode;
 
 Session::Session(quic::Connection& connection, core::Router& router, const SessionConfig& config,
                  SessionCounters& counters, std::function<void(Session&)> on_finished)
+    : owned_connection_(std::make_unique<QuicSessionConnection>(connection)), connection_(*owned_connection_),
+      router_(router), config_(config), counters_(counters), on_finished_(std::move(on_finished)),
+      reader_(config.max_frame_size) {}
+
+Session::Session(SessionConnection& connection, core::Router& router, const SessionConfig& config,
+                 SessionCounters& counters, std::function<void(Session&)> on_finished)
     : connection_(connection), router_(router), config_(config), counters_(counters),
       on_finished_(std::move(on_finished)), reader_(config.max_frame_size) {}
 

@@ -9,11 +9,13 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "auth/token.h"
 #include "core/router.h"
 #include "quic/connection.h"
+#include "server/session_connection.h"
 #include "wire/codec.h"
 
 namespace debra::server {
@@ -50,6 +52,9 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
 
   Session(quic::Connection& connection, core::Router& router, const SessionConfig& config,
           SessionCounters& counters, std::function<void(Session&)> on_finished);
+  // Over any SessionConnection, which must outlive the session (the fuzz target's in-memory one).
+  Session(SessionConnection& connection, core::Router& router, const SessionConfig& config,
+          SessionCounters& counters, std::function<void(Session&)> on_finished);
 
   // Ends the session because the server is stopping: native clients get an Error frame first.
   void shut_down();
@@ -85,7 +90,8 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   void fail(wire::ErrorCode code, std::string reason);
   quic::StreamId lane_for(core::ClientId sender);
 
-  quic::Connection& connection_;
+  std::unique_ptr<SessionConnection> owned_connection_;  // the QuicSessionConnection, if we made it
+  SessionConnection& connection_;
   core::Router& router_;
   const SessionConfig& config_;
   SessionCounters& counters_;
