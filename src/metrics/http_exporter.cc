@@ -3,6 +3,8 @@
 
 #include <httplib.h>
 
+#include <chrono>
+
 namespace debra::metrics {
 namespace {
 
@@ -28,6 +30,12 @@ Result<std::unique_ptr<HttpExporter>, Error> HttpExporter::start(const std::stri
   if (bound <= 0) return make_error("cannot listen for metrics on " + host + ":" + std::to_string(port));
   raw->port_ = static_cast<std::uint16_t>(bound);
   raw->thread_ = std::thread([raw] { raw->http_->listen_after_bind(); });
+  // stop() only reaches a server that is already running; wait for that (bounded), so a destructor
+  // right after start() cannot leave the thread serving forever.
+  for (int i = 0; i < 5000 && !raw->http_->is_running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (!raw->http_->is_running()) return make_error("the metrics thread did not start on " + host);
   return exporter;
 }
 
