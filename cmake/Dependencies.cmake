@@ -4,6 +4,9 @@ find_package(PkgConfig REQUIRED)
 pkg_check_modules(QUIC REQUIRED IMPORTED_TARGET libngtcp2 libngtcp2_crypto_gnutls gnutls)
 # The token library (src/auth) needs GnuTLS alone.
 pkg_check_modules(GNUTLS REQUIRED IMPORTED_TARGET gnutls)
+# The metrics endpoint (src/metrics): Debian builds cpp-httplib as a shared library; its .pc carries
+# the feature defines the header must be compiled with.
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
 find_package(FlatBuffers REQUIRED CONFIG)
 find_program(FLATC flatc REQUIRED)
 find_package(spdlog REQUIRED CONFIG)

@@ -10,6 +10,7 @@ packages=(
   libsqlite3-dev                                               # the message store
   libtomlplusplus-dev                                          # the send policy file
   libspdlog-dev libfmt-dev libcli11-dev                        # logs, flags
+  libcpp-httplib-dev                                           # the metrics endpoint
   libgtest-dev libgmock-dev                                    # tests
 )
 if [ "${1:-}" = "--test" ]; then

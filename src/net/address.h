@@ -27,6 +27,8 @@ struct Address {
   int family() const { return storage.ss_family; }
   std::uint16_t port() const;
   bool is_loopback() const;
+  // The numeric host without the port or brackets: "127.0.0.1" or "::1".
+  std::string host() const;
   // "127.0.0.1:4433" or "[::1]:4433".
   std::string to_string() const;
 };

@@ -73,6 +73,7 @@ ServerEndpoint::ServerEndpoint(net::EventLoop& loop, ServerConfig config, const 
 ServerEndpoint::~ServerEndpoint() { loop_.remove_reader(socket_.fd()); }
 
 void ServerEndpoint::on_datagram(const net::Datagram& datagram) {
+  ++stats_.received_datagrams;
   ngtcp2_version_cid vc;
   int rv = ngtcp2_pkt_decode_version_cid(&vc, datagram.data.data(), datagram.data.size(), kScidLength);
   if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {

@@ -44,7 +44,8 @@ struct EndpointStats {
   std::uint64_t invalid_tokens = 0;
   std::uint64_t stateless_resets_sent = 0;
   std::uint64_t version_negotiations_sent = 0;
-  std::uint64_t dropped_datagrams = 0;
+  std::uint64_t received_datagrams = 0;
+  std::uint64_t dropped_datagrams = 0;  // included in received_datagrams
 };
 
 // ServerEndpoint: one UDP socket and every connection on it. Routes datagrams to connections by
@@ -64,6 +65,7 @@ class ServerEndpoint final : public Transport {
   std::size_t connection_count() const { return connections_.size(); }
   // Connections not yet closing or draining.
   std::size_t open_connection_count() const;
+  std::size_t handshakes_in_progress() const { return handshakes_in_progress_; }
   const EndpointStats& stats() const { return stats_; }
 
   // Closes every connection with app_error_code after its queued data is flushed (bounded by the

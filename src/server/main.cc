@@ -18,6 +18,9 @@ int main(int argc, char** argv) {
   std::string listen = "127.0.0.1:4433";
   std::string log_level = "info";
   std::uint32_t idle_timeout_s = 30;
+  std::uint32_t handshake_timeout_s = 10;
+  std::string metrics_listen;
+  bool metrics_allow_remote = false;
   app.add_option("--listen", listen, "UDP address to listen on: HOST:PORT or [IPV6]:PORT")->capture_default_str();
   app.add_option("--data-dir", config.data_dir, "Directory for the certificate, key and QUIC secret")
       ->capture_default_str();
@@ -63,6 +66,15 @@ int main(int argc, char** argv) {
                  "bucket)")
       ->capture_default_str()
       ->check(at_least_one);
+  app.add_option("--handshake-timeout", handshake_timeout_s,
+                 "Seconds a connection may take to finish its handshake before it is dropped")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 600u));
+  app.add_option("--metrics-listen", metrics_listen,
+                 "Serve Prometheus metrics at http://HOST:PORT/metrics (default: off; loopback only unless "
+                 "--metrics-allow-remote)");
+  app.add_flag("--metrics-allow-remote", metrics_allow_remote,
+               "Allow --metrics-listen on a non-loopback address (the endpoint has no authentication)");
   std::string store_kind = "sqlite";
   std::string sync = "batch";
   double ttl_s = static_cast<double>(config.store.ttl_ms) / 1000;
@@ -150,10 +162,27 @@ int main(int argc, char** argv) {
     }
     config.policy = std::move(*policy);
   }
+  if (!metrics_listen.empty()) {
+    auto metrics_address = net::Address::parse(metrics_listen);
+    if (!metrics_address) {
+      std::fprintf(stderr, "debra-server: --metrics-listen: %s\n", metrics_address.error().message.c_str());
+      return 2;
+    }
+    // The figures say who is connected and how busy the router is, to anyone who can reach the port.
+    if (!metrics_address->is_loopback() && !metrics_allow_remote) {
+      std::fprintf(stderr,
+                   "debra-server: refusing to serve metrics on %s, which is not loopback: the endpoint has no "
+                   "authentication. Use --metrics-allow-remote to accept that\n",
+                   metrics_listen.c_str());
+      return 2;
+    }
+    config.metrics_listen = *metrics_address;
+  }
   config.durable = store_kind == "sqlite";
   config.sync = *store::parse_sync_mode(sync);
   config.store.ttl_ms = static_cast<std::int64_t>(ttl_s * 1000);
   config.quic.transport.idle_timeout = idle_timeout_s * quic::kSecond;
+  config.quic.transport.handshake_timeout = handshake_timeout_s * quic::kSecond;
   // Fixed by the protocol, not a flag: a client opens its session stream and nothing else (the
   // router opens the delivery lanes). The original server allowed no unidirectional streams either.
   config.quic.transport.peer_bidi_streams = 1;

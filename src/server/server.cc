@@ -12,15 +12,31 @@
 #include <csignal>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "auth/token.h"
 #include "policy/policy_file.h"
+#include "metrics/exposition.h"
+#include "metrics/http_exporter.h"
 #include "util/log.h"
 
 namespace debra::server {
 namespace {
 
 namespace fs = std::filesystem;
+
+// How stale a scrape of /metrics may be. The loop builds the page this often, so a scrape never waits
+// for the loop and the loop never waits for a scrape.
+constexpr net::Timestamp kMetricsInterval = 250 * quic::kMillisecond;
+
+// The process's resident set size, from /proc/self/statm (0 where that is unreadable).
+std::uint64_t resident_memory_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::uint64_t size_pages = 0;
+  std::uint64_t resident_pages = 0;
+  if (!(statm >> size_pages >> resident_pages)) return 0;
+  return resident_pages * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+}
 
 std::int64_t wall_clock_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -111,6 +127,12 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
                                                [raw](quic::Connection& c) { return raw->accept(c); });
   if (!endpoint) return Unexpected{endpoint.error()};
   raw->endpoint_ = std::move(*endpoint);
+  if (const auto& listen = raw->config_.metrics_listen) {
+    auto exporter = metrics::HttpExporter::start(listen->host(), listen->port());
+    if (!exporter) return Unexpected{exporter.error()};
+    raw->metrics_ = std::move(*exporter);
+    raw->publish_metrics();
+  }
   return server;
 }
 
@@ -204,6 +226,11 @@ void Server::run() {
   const core::RateLimits& rates = config_.rate_limits;
   spdlog::info("rate limits per id: {} msgs/s (burst {}), {} bytes/s (burst {}) (0: unlimited)",
                rates.messages_per_second, rates.message_burst, rates.bytes_per_second, rates.byte_burst);
+  if (metrics_) {
+    std::string host = config_.metrics_listen->host();
+    if (config_.metrics_listen->family() == AF_INET6) host = "[" + host + "]";
+    std::printf("debra-server metrics on http://%s:%u/metrics\n", host.c_str(), metrics_->port());
+  }
   std::printf("debra-server ready on %s (data dir %s)\n", endpoint_->local_address().to_string().c_str(),
               config_.data_dir.c_str());
   std::fflush(stdout);
@@ -216,6 +243,75 @@ void Server::run() {
                endpoint_->stats().accepted, counters_.messages_in, router_.stats().delivered,
                counters_.protocol_errors, counters_.auth_refusals, counters_.policy_refusals, counters_.rate_refusals,
                counters_.rate_delays, rate_limiting_.limiter.stats().evicted);
+}
+
+void Server::publish_metrics() {
+  metrics_->publish(metrics_page());
+  loop_.add_timer(loop_.now() + kMetricsInterval, [this] { publish_metrics(); });
+}
+
+std::string Server::metrics_page() const {
+  metrics::Exposition page;
+  const quic::EndpointStats& quic = endpoint_->stats();
+  std::uint64_t queued_bytes = 0;
+  for (const auto& [raw, session] : sessions_) queued_bytes += session->queued_bytes();
+  // Connections and sessions now.
+  page.gauge("debra_connections", "QUIC connections the router holds, in any state", endpoint_->connection_count());
+  page.gauge("debra_connections_open", "Connections neither closing nor draining", endpoint_->open_connection_count());
+  page.gauge("debra_handshakes_in_progress", "Connections whose handshake has not finished",
+             endpoint_->handshakes_in_progress());
+  page.gauge("debra_sessions", "Sessions (the application side of a connection) alive", sessions_.size());
+  page.gauge("debra_clients_online", "Registered ids with a connection", router_.online_count());
+  page.gauge("debra_queued_bytes", "Bytes written to clients and not yet acknowledged by them", queued_bytes);
+  page.gauge("process_resident_memory_bytes", "Resident set size of the router process", resident_memory_bytes());
+  // The QUIC endpoint.
+  page.counter("debra_datagrams_received_total", "UDP datagrams received", quic.received_datagrams);
+  page.counter("debra_datagrams_dropped_total", "Datagrams dropped as unparseable or unacceptable",
+               quic.dropped_datagrams);
+  page.counter("debra_connections_accepted_total", "Connections accepted", quic.accepted);
+  page.counter("debra_connections_refused_total", "Connections refused with CONNECTION_REFUSED",
+               quic.refused - quic.refused_per_address, "reason=\"capacity\"");
+  page.counter("debra_connections_refused_total", "", quic.refused_per_address, "reason=\"per_address\"");
+  page.counter("debra_retries_sent_total", "Retry packets sent to make a client prove its address",
+               quic.retries_sent);
+  page.counter("debra_invalid_retry_tokens_total", "Initial packets with a Retry token that did not verify",
+               quic.invalid_tokens);
+  page.counter("debra_stateless_resets_sent_total", "Stateless resets sent for packets of unknown connections",
+               quic.stateless_resets_sent);
+  page.counter("debra_version_negotiations_sent_total", "Version Negotiation packets sent",
+               quic.version_negotiations_sent);
+  // Sessions (SessionCounters): one line per counter.
+  page.counter("debra_protocol_errors_total", "Sessions closed for a protocol violation", counters_.protocol_errors);
+  page.counter("debra_auth_refusals_total", "Registrations refused with Unauthenticated", counters_.auth_refusals);
+  page.counter("debra_messages_in_total", "Messages received from clients", counters_.messages_in);
+  page.counter("debra_policy_refusals_total", "Messages the send policy refused", counters_.policy_refusals);
+  page.counter("debra_rate_refusals_total", "Native messages refused with RateLimited", counters_.rate_refusals);
+  page.counter("debra_rate_delays_total", "Legacy messages held back for their sender's rate limit",
+               counters_.rate_delays);
+  page.counter("debra_rate_buckets_evicted_total", "Rate buckets forgotten before they were full",
+               rate_limiting_.limiter.stats().evicted);
+  // The routing core.
+  const core::RouterStats& router = router_.stats();
+  page.counter("debra_registrations_total", "Ids registered", router.registrations);
+  page.counter("debra_takeovers_total", "Registrations that displaced an online connection", router.takeovers);
+  page.counter("debra_messages_delivered_total", "Messages handed to an online recipient", router.delivered);
+  page.counter("debra_messages_stored_total", "Messages committed to the store", router.stored);
+  page.counter("debra_messages_acknowledged_total", "Acknowledgements that removed a message", router.acknowledged);
+  page.counter("debra_messages_expired_total", "Messages dropped at their time-to-live", router.expired);
+  page.counter("debra_messages_refused_total", "Messages refused", router.busy, "reason=\"busy\"");
+  page.counter("debra_messages_refused_total", "", router.invalid_recipient, "reason=\"invalid_recipient\"");
+  page.counter("debra_messages_refused_total", "", router.quota_exceeded, "reason=\"quota_exceeded\"");
+  page.counter("debra_messages_refused_total", "", router.store_unavailable, "reason=\"store_unavailable\"");
+  page.counter("debra_messages_refused_total", "", router.forbidden, "reason=\"forbidden\"");
+  page.counter("debra_messages_offline_dropped_total", "Without a store: messages for offline ids, dropped",
+               router.offline);
+  if (store_) {
+    core::StoreStats store = store_->stats();
+    page.gauge("debra_store_held_messages", "Messages the store holds", store.held_messages);
+    page.gauge("debra_store_held_bytes", "Payload bytes the store holds", store.held_bytes);
+    page.counter("debra_store_commits_total", "Store transactions committed", store.commits);
+  }
+  return page.take();
 }
 
 void Server::begin_shutdown() {

@@ -16,6 +16,10 @@
 #include "server/session_bridge.h"
 #include "store/sqlite_store.h"
 
+namespace debra::metrics {
+class HttpExporter;
+}
+
 namespace debra::server {
 
 // ServerConfig: everything the router needs to run; filled from flags by main.cc.
@@ -51,6 +55,8 @@ struct ServerConfig {
   core::RateLimits rate_limits;
   core::RouterLimits router;
   quic::ServerConfig quic;
+  // metrics_listen: where to serve Prometheus metrics at /metrics (--metrics-listen); none: off.
+  std::optional<net::Address> metrics_listen;
 };
 
 // Server: the composition root of the router process: event loop, QUIC endpoint, routing core and
@@ -75,6 +81,9 @@ class Server {
   void reload_policy();
   void begin_shutdown();
   void check_shutdown_done();
+  // Builds the metrics page from the loop's state and hands it to the HTTP thread; repeats itself.
+  void publish_metrics();
+  std::string metrics_page() const;
 
   ServerConfig config_;
   quic::TlsServerContext tls_;
@@ -90,6 +99,7 @@ class Server {
   int signal_fd_ = -1;
   bool shutting_down_ = false;
   net::Timestamp shutdown_deadline_ = 0;
+  std::unique_ptr<metrics::HttpExporter> metrics_;
 };
 
 }  // namespace debra::server

@@ -23,6 +23,13 @@ constexpr net::Timestamp kLongestHold = 60 * quic::kSecond;
 Session::Session(quic::Connection& connection, net::EventLoop& loop, core::Router& router,
                  const SessionConfig& config, SessionCounters& counters, RateLimiting& rate_limiting,
                  std::function<void(Session&)> on_finished)
+    : owned_connection_(std::make_unique<QuicSessionConnection>(connection)), connection_(*owned_connection_),
+      loop_(loop), router_(router), config_(config), counters_(counters), rate_limiting_(rate_limiting),
+      on_finished_(std::move(on_finished)), reader_(config.max_frame_size) {}
+
+Session::Session(SessionConnection& connection, net::EventLoop& loop, core::Router& router,
+                 const SessionConfig& config, SessionCounters& counters, RateLimiting& rate_limiting,
+                 std::function<void(Session&)> on_finished)
     : connection_(connection), loop_(loop), router_(router), config_(config), counters_(counters),
       rate_limiting_(rate_limiting), on_finished_(std::move(on_finished)), reader_(config.max_frame_size) {}
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "auth/token.h"
@@ -17,6 +18,7 @@
 #include "net/event_loop.h"
 #include "quic/connection.h"
 #include "util/log.h"
+#include "server/session_connection.h"
 #include "wire/codec.h"
 
 namespace debra::server {
@@ -69,6 +71,9 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   enum class Mode { Pending, Legacy, Native };
 
   Session(quic::Connection& connection, net::EventLoop& loop, core::Router& router, const SessionConfig& config,
+          SessionCounters& counters, RateLimiting& rate_limiting, std::function<void(Session&)> on_finished);
+  // Over any SessionConnection, which must outlive the session (the fuzz target's in-memory one).
+  Session(SessionConnection& connection, net::EventLoop& loop, core::Router& router, const SessionConfig& config,
           SessionCounters& counters, RateLimiting& rate_limiting, std::function<void(Session&)> on_finished);
   ~Session() override;
 
@@ -128,7 +133,8 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   void fail(wire::ErrorCode code, std::string reason);
   quic::StreamId lane_for(core::ClientId sender);
 
-  quic::Connection& connection_;
+  std::unique_ptr<SessionConnection> owned_connection_;  // the QuicSessionConnection, if we made it
+  SessionConnection& connection_;
   net::EventLoop& loop_;
   core::Router& router_;
   const SessionConfig& config_;

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +33,7 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view kReadyPrefix = "debra-server ready on ";
 constexpr std::string_view kDataDirMarker = " (data dir ";
+constexpr std::string_view kMetricsPrefix = "debra-server metrics on http://";
 
 std::chrono::milliseconds since(Clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
@@ -55,14 +57,36 @@ std::string last_lines(const std::string& text, std::size_t count) {
   return text.substr(pos + 1);
 }
 
-// Starts path with args, stdin from /dev/null, stdout and stderr on the given descriptors. The child
+// This process's environment with the NAME=value entries of overrides in place of their NAMEs.
+std::vector<std::string> environment_with(const std::vector<std::string>& overrides) {
+  std::vector<std::string> env;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    std::string_view text(*entry);
+    bool replaced = std::any_of(overrides.begin(), overrides.end(), [&](const std::string& o) {
+      return o.substr(0, o.find('=') + 1) == text.substr(0, text.find('=') + 1);
+    });
+    if (!replaced) env.emplace_back(text);
+  }
+  env.insert(env.end(), overrides.begin(), overrides.end());
+  return env;
+}
+
+std::vector<char*> pointers_to(const std::vector<std::string>& strings) {
+  std::vector<char*> pointers;
+  pointers.reserve(strings.size() + 1);
+  for (const auto& s : strings) pointers.push_back(const_cast<char*>(s.c_str()));
+  pointers.push_back(nullptr);
+  return pointers;
+}
+
+// Starts path with args, stdout and stderr on the given descriptors. The child
 // dies with the thread that started it (PR_SET_PDEATHSIG), so a crashed test leaves no server behind.
-// in_fd: the child's stdin; -1: /dev/null.
-pid_t spawn(const std::vector<std::string>& args, int out_fd, int err_fd, int in_fd = -1) {
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (const auto& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
+// in_fd: the child's stdin; -1: /dev/null. env: NAME=value entries that replace or add to ours.
+pid_t spawn(const std::vector<std::string>& args, int out_fd, int err_fd, int in_fd = -1,
+            const std::vector<std::string>& env = {}) {
+  std::vector<char*> argv = pointers_to(args);
+  std::vector<std::string> environment = environment_with(env);
+  std::vector<char*> envp = pointers_to(environment);
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid != 0) return pid;
@@ -74,7 +98,7 @@ pid_t spawn(const std::vector<std::string>& args, int out_fd, int err_fd, int in
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
-  execv(argv[0], argv.data());
+  execve(argv[0], argv.data(), envp.data());
   static const char message[] = "exec failed\n";
   [[maybe_unused]] auto n = write(2, message, sizeof message - 1);
   _exit(127);
@@ -169,7 +193,7 @@ std::string ServerProcess::stderr_text() const { return stderr_path_.empty() ? "
   }
   std::vector<std::string> args{DEBRA_SERVER_BIN, "--listen", options.listen, "--data-dir", data_dir_};
   args.insert(args.end(), options.args.begin(), options.args.end());
-  pid_ = spawn(args, pipe_fds[1], err_fd);
+  pid_ = spawn(args, pipe_fds[1], err_fd, -1, options.env);
   close(err_fd);
   close(pipe_fds[1]);
   if (pid_ < 0) {
@@ -232,6 +256,14 @@ std::string ServerProcess::stderr_text() const { return stderr_path_.empty() ? "
   if (dir != data_dir_ + ")") {
     stop(SIGKILL, 5s);
     return ::testing::AssertionFailure() << "the ready line names another data dir: " << line;
+  }
+  // The metrics line, if any, comes before the ready line: "... on http://HOST:PORT/metrics".
+  metrics_port_ = 0;
+  std::lock_guard lock(mutex_);
+  if (std::size_t at = stdout_text_.find(kMetricsPrefix); at != std::string::npos) {
+    std::size_t slash = stdout_text_.find("/metrics", at);
+    std::size_t port_colon = stdout_text_.rfind(':', slash);
+    metrics_port_ = static_cast<std::uint16_t>(std::atoi(stdout_text_.c_str() + port_colon + 1));
   }
   return ::testing::AssertionSuccess();
 }

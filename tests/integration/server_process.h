@@ -33,6 +33,9 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:0";
   // args: extra flags, e.g. {"--retry-threshold", "0"}.
   std::vector<std::string> args;
+  // env: "NAME=value" entries for the server's environment, replacing the test's own value of NAME
+  // (e.g. ASAN_OPTIONS for that process alone).
+  std::vector<std::string> env;
   // ready_timeout: how long start() waits for the ready line.
   std::chrono::milliseconds ready_timeout = 10s;
 };
@@ -87,6 +90,8 @@ class ServerProcess {
   // The bound address as the server printed it: "127.0.0.1:PORT" or "[::1]:PORT".
   const std::string& address() const { return address_; }
   std::uint16_t port() const { return port_; }
+  // The port of the metrics endpoint the server announced (--metrics-listen), 0 if none.
+  std::uint16_t metrics_port() const { return metrics_port_; }
   const std::string& data_dir() const { return data_dir_; }
   std::string ca_file() const { return data_dir_ + "/cert.pem"; }
   // Everything the current (or last) server process wrote to stderr so far.
@@ -101,6 +106,7 @@ class ServerProcess {
   pid_t pid_ = -1;
   std::string address_;
   std::uint16_t port_ = 0;
+  std::uint16_t metrics_port_ = 0;
   std::string stdout_path_;
   std::string stderr_path_;
   // Reads the server's stdout pipe into stdout_path_ and stdout_text_ until EOF.
