@@ -204,8 +204,10 @@ std::vector<std::vector<std::uint8_t>> capture_client_hellos(int count, const st
     return initials;
   }
   auto target = net::Address::parse("127.0.0.1:" + std::to_string(ntohs(local.sin_port)));
-  auto tls = quic::TlsClientContext::create({.ca_file = ca_file, .server_name = "localhost",
-                                             .alpn = std::string(wire::kAlpn)});
+  quic::TlsClientOptions tls_options;
+  tls_options.ca_file = ca_file;
+  tls_options.alpn = std::string(wire::kAlpn);
+  auto tls = quic::TlsClientContext::create(tls_options);
   if (!target || !tls) {
     ADD_FAILURE() << "cannot set up the ClientHello capture";
     return initials;
