@@ -32,7 +32,7 @@ struct ConnectionsFlags {
   ClientOptions client;
   std::string token_secret_file;
   std::uint64_t count = 1000;       // connections to open and register
-  std::uint64_t concurrency = 64;   // handshakes in progress at once, at most
+  std::uint64_t concurrency = 32;   // handshakes in progress at once, at most (router Retry above 64)
   int server_pid = 0;               // read this process's VmRSS before and after (0: skip)
   double hold_s = 1;                // seconds to hold the idle connections before measuring RSS
   unsigned threads = 2;
