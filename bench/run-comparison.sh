@@ -261,8 +261,8 @@ echo "runtime: $(( $(date +%s) - started_at )) s" >> "$RESULTS_DIR/conditions.tx
     done
   done
   echo
-  jq -r 'if .half_peak then "p99 at 50 % of peak: debra native, 64 B x \(.half_peak.pairs) pairs paced at \(.half_peak.rate) msgs/s (peak \(.half_peak.peak_msgs_per_s)): p50 \(.half_peak.p50_us|round) µs, p99 \(.half_peak.p99_us|round) µs, p99.9 \(.half_peak.p999_us|round) µs" else empty end' "$RESULTS_DIR/extra.json"
-  jq -r 'if .connections then "idle connections: \(.connections.connected) of \(.connections.count) registered, \(.connections.handshakes_per_s) handshakes/s, server RSS \(.connections.server_rss_before_kib) -> \(.connections.server_rss_after_kib) KiB = \(.connections.rss_per_connection_kib) KiB per connection" else empty end' "$RESULTS_DIR/extra.json"
+  jq -r 'if .half_peak then "- p99 at 50 % of peak: debra native, 64 B x \(.half_peak.pairs) pairs paced at \(.half_peak.rate) msgs/s (peak \(.half_peak.peak_msgs_per_s)): p50 \(.half_peak.p50_us|round) µs, p99 \(.half_peak.p99_us|round) µs, p99.9 \(.half_peak.p999_us|round) µs" else empty end' "$RESULTS_DIR/extra.json"
+  jq -r 'if .connections then "- idle connections: \(.connections.connected) of \(.connections.count) registered, \(.connections.handshakes_per_s) handshakes/s, server RSS \(.connections.server_rss_before_kib) -> \(.connections.server_rss_after_kib) KiB = \(.connections.rss_per_connection_kib) KiB per connection" else empty end' "$RESULTS_DIR/extra.json"
 } > "$RESULTS_DIR/summary.md"
 
 # The plot: one column per size; msgs/s (top) and p99 (bottom) against pairs, one line per label.
