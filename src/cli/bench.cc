@@ -101,13 +101,10 @@ class TokenMinter {
 struct Outcome {
   std::atomic<bool> failed{false};
   std::atomic<bool> closing{false};  // the main thread is closing the connections: closes are expected
-  std::string first_failure;         // written once, by whoever set failed first
 
+  // Reports the first failure only: the rest are usually its consequences.
   void fail(const std::string& what) {
-    if (!failed.exchange(true)) {
-      first_failure = what;
-      std::fprintf(stderr, "debra bench: %s\n", what.c_str());
-    }
+    if (!failed.exchange(true)) std::fprintf(stderr, "debra bench: %s\n", what.c_str());
   }
 };
 

@@ -110,6 +110,24 @@ TEST(BenchIntegration, IdleConnectionsRegisterAndReportServerMemory) {
   EXPECT_GT(std::stoull(report["server_rss_after_kib"]), 0u);
 }
 
+TEST(BenchIntegration, MintsATokenPerIdForAnAuthenticatingRouter) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_args({"--auth", "token"})));
+  const std::vector<std::string> common{"bench", "--server", server.address(), "--ca", server.ca_file(), "--pairs",
+                                        "1", "--duration", "0.5", "--warmup", "0", "--json"};
+  auto without = run_cli(common, 60s);
+  EXPECT_EQ(without.exit_code, 1) << without.describe();
+  EXPECT_NE(without.err.find("Unauthenticated"), std::string::npos) << without.describe();
+  auto args = common;
+  args.insert(args.end(), {"--token-secret-file", server.data_dir() + "/token-secret"});
+  auto with = run_cli(args, 60s);
+  ASSERT_EQ(with.exit_code, 0) << with.describe();
+  auto report = parse_flat_json(only_line(with.out), kReportKeys);
+  ASSERT_FALSE(report.empty()) << with.describe();
+  EXPECT_GT(std::stoull(report["received"]), 0u);
+  EXPECT_EQ(report["lost"], "0");
+}
+
 TEST(BenchIntegration, RefusesOneTokenForManyIds) {
   auto run = run_cli({"bench", "--token", "v1.1.2.x", "--duration", "1"});
   EXPECT_EQ(run.exit_code, 2) << run.describe();
