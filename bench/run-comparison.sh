@@ -31,7 +31,7 @@
 #   THREADS [2]             client event-loop threads of both load tools
 #   DEBRA_PORT [14433]  NATS_PORT [14222]   RESULTS_DIR [bench/results]   SKIP_BUILD [0]
 #
-# Needs: cmake, ninja, nats-server, libnats-dev, openssl, jq, gnuplot (scripts/install-deps.sh --bench).
+# Needs: cmake, ninja, nats-server, libnats-dev, openssl, jq, gnuplot, time (scripts/install-deps.sh --bench).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -51,7 +51,7 @@ NATS_PORT="${NATS_PORT:-14222}"
 RESULTS_DIR="${RESULTS_DIR:-$here/bench/results}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 
-for tool in jq gnuplot nats-server openssl; do
+for tool in jq gnuplot nats-server openssl /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "run-comparison.sh: $tool not found (scripts/install-deps.sh --bench)" >&2; exit 1; }
 done
 started_at=$(date +%s)
@@ -108,10 +108,15 @@ start_debra() {
   exit 1
 }
 
-# record LABEL RUN SERVER_ARGS JSON_LINE
+clk_tck=$(getconf CLK_TCK)
+# cpu_seconds PID: the user + system CPU time the process has used so far (0 if it is gone).
+cpu_seconds() { awk -v t="$clk_tck" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# record LABEL RUN SERVER_ARGS JSON_LINE [SERVER_CPU_S CLIENT_CPU_S]
 record() {
-  jq -c --arg name "$1" --argjson run "$2" --arg server "$3" '{"label": $name, "run": $run, "server_args": $server, "result": .}' \
-    <<< "$4" >> "$raw"
+  jq -c --arg name "$1" --argjson run "$2" --arg server "$3" --argjson server_cpu "${5:-0}" --argjson client_cpu "${6:-0}" \
+    '{"label": $name, "run": $run, "server_args": $server, "server_cpu_s": $server_cpu, "client_cpu_s": $client_cpu,
+      "result": .}' <<< "$4" >> "$raw"
 }
 
 # run_cell LABEL SIZE PAIRS: RUNS runs of one tool on one shape.
@@ -127,18 +132,24 @@ run_cell() {
     # shellcheck disable=SC2086
     start_debra $server_args
   fi
+  local server_pid="$debra_pid" timed=(/usr/bin/time -f '%U %S' -o "$work/time")
+  [[ "$label" == nats ]] && server_pid="$NATS_PID"
   for run in $(seq "$RUNS"); do
+    local cpu_before cpu_after
+    cpu_before=$(cpu_seconds "$server_pid")
     case "$label" in
-      nats) line="$("$bin/debra-nats-load" --url "tls://127.0.0.1:$NATS_PORT" --ca "$nats_dir/ca.pem" "${shape[@]}" 2>"$work/err")" || true ;;
-      legacy) line="$("$bin/debra" bench --server "127.0.0.1:$DEBRA_PORT" --ca "$debra_ca" --mode legacy "${shape[@]}" 2>"$work/err")" || true ;;
-      *) line="$("$bin/debra" bench --server "127.0.0.1:$DEBRA_PORT" --ca "$debra_ca" --mode native "${shape[@]}" 2>"$work/err")" || true ;;
+      nats) line="$("${timed[@]}" "$bin/debra-nats-load" --url "tls://127.0.0.1:$NATS_PORT" --ca "$nats_dir/ca.pem" "${shape[@]}" 2>"$work/err")" || true ;;
+      legacy) line="$("${timed[@]}" "$bin/debra" bench --server "127.0.0.1:$DEBRA_PORT" --ca "$debra_ca" --mode legacy "${shape[@]}" 2>"$work/err")" || true ;;
+      *) line="$("${timed[@]}" "$bin/debra" bench --server "127.0.0.1:$DEBRA_PORT" --ca "$debra_ca" --mode native "${shape[@]}" 2>"$work/err")" || true ;;
     esac
+    cpu_after=$(cpu_seconds "$server_pid")
     if [[ -z "$line" ]] || ! jq -e . >/dev/null 2>&1 <<< "$line"; then
       echo "run-comparison.sh: $label ${size} B x $pairs run $run produced no report:" >&2
       cat "$work/err" >&2
       continue
     fi
-    record "$label" "$run" "$server_args" "$line"
+    record "$label" "$run" "$server_args" "$line" "$(awk -v a="$cpu_after" -v b="$cpu_before" 'BEGIN { printf "%.3f", a - b }')" \
+      "$(awk '{ printf "%.3f", $1 + $2 }' "$work/time" 2>/dev/null || echo 0)"
     log "$(jq -r --arg l "$label" '"\($l) \(.size) B x \(.pairs): \(.msgs_per_s|floor) msgs/s, p99 \(.p99_us) us, lost \(.lost)"' <<< "$line")"
   done
 }
@@ -170,12 +181,19 @@ done
 jq -rs '
   def median: sort | if length == 0 then 0 elif length % 2 == 1 then .[length/2|floor]
                      else (.[length/2 - 1] + .[length/2]) / 2 end;
-  ["label","size","pairs","runs","msgs_per_s","mib_per_s","p50_us","p99_us","p999_us","lost","reordered"],
-  (group_by([.label, .result.size, .result.pairs])[] |
+  # server_us_per_msg: the server CPU of a whole run (warm-up, window and drain) over the messages
+  # of the whole run, estimated as msgs/s x (warm-up + duration): an approximation.
+  ["label","size","pairs","runs","msgs_per_s","mib_per_s","p50_us","p99_us","p999_us","lost","reordered",
+   "server_us_per_msg","server_cpu_s","client_cpu_s"],
+  (map(select(.result.duration_s)) | group_by([.label, .result.size, .result.pairs])[] |
    [.[0].label, .[0].result.size, .[0].result.pairs, length,
     (map(.result.msgs_per_s) | median), (map(.result.mib_per_s) | median),
     (map(.result.p50_us) | median), (map(.result.p99_us) | median), (map(.result.p999_us) | median),
-    (map(.result.lost) | add), (map(.result.reordered) | add)]) | @tsv' "$raw" > "$RESULTS_DIR/summary.tsv"
+    (map(.result.lost) | add), (map(.result.reordered) | add),
+    (map(if .result.msgs_per_s > 0 then .server_cpu_s * 1e6 / (.result.msgs_per_s * ($warmup + .result.duration_s))
+         else 0 end) | median * 100 | round / 100),
+    (map(.server_cpu_s) | median), (map(.client_cpu_s) | median)]) | @tsv' --argjson warmup "$WARMUP" "$raw" \
+  > "$RESULTS_DIR/summary.tsv"
 
 # p99 at 50 % of debra native's peak: the 64 B cell with the highest median, paced at half of it.
 extra="{}"
@@ -256,6 +274,24 @@ echo "runtime: $(( $(date +%s) - started_at )) s" >> "$RESULTS_DIR/conditions.tx
         cell=$(awk -F'\t' -v l="$label" -v s="$size" -v p="$pairs" '$1==l && $2==s && $3==p { printf "%.1f", $6 }' \
                "$RESULTS_DIR/summary.tsv")
         row="$row ${cell:-—} |"
+      done
+      echo "$row"
+    done
+  done
+  echo
+  echo "CPU per run (medians): the server's µs of CPU per message (approximate: a whole run's CPU over"
+  echo "msgs/s × (warm-up + duration)) and the load tool's CPU seconds (user + system) per run of"
+  echo "$WARMUP + $DURATION s plus set-up and drain:"
+  echo
+  echo "| size | pairs | $(for l in $LABELS; do printf '%s server µs/msg | %s tool CPU s | ' "$l" "$l"; done | sed 's/ | $//') |"
+  echo "|---|---|$(for _ in $LABELS; do printf -- '---|---|'; done)"
+  for size in $SIZES; do
+    for pairs in $PAIRS; do
+      row="| $size B | $pairs |"
+      for label in $LABELS; do
+        cell=$(awk -F'\t' -v l="$label" -v s="$size" -v p="$pairs" '$1==l && $2==s && $3==p { printf "%.2f | %.2f", $12, $14 }' \
+               "$RESULTS_DIR/summary.tsv")
+        row="$row ${cell:-— | —} |"
       done
       echo "$row"
     done

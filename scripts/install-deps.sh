@@ -23,7 +23,7 @@ fi
 if [ "${1:-}" = "--bench" ]; then
   packages+=(
     libnats-dev nats-server openssl                            # the NATS-over-TLS comparison
-    jq gnuplot-nox                                             # bench/run-comparison.sh: medians, the plot
+    jq gnuplot-nox time                                        # bench/run-comparison.sh: medians, the plot, CPU
     libbenchmark-dev                                           # micro-benchmarks
   )
 fi
