@@ -315,7 +315,7 @@ ncols=$(wc -w <<< "$SIZES")
   echo "set terminal pngcairo size $(( 420 * ncols )),760 font ',9'"
   echo "set output '$RESULTS_DIR/comparison.png'"
   echo "set multiplot layout 2,$ncols title 'debra vs NATS-TLS, window $WINDOW, medians of $RUNS runs ($(date -u +%Y-%m-%d), $(nproc) CPUs shared by router and load tool)'"
-  echo "set logscale x 2; set logscale y; set grid; set key top left; set xlabel 'pairs'"
+  echo "set logscale x 2; set logscale y; set grid; set key bottom right; set xlabel 'pairs'"
   for what in msgs p99; do
     for size in $SIZES; do
       if [[ "$what" == msgs ]]; then echo "set ylabel 'msgs/s'; set title '$size B: throughput'"; col=2
