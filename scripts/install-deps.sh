@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything debra builds, tests and runs with, from Debian 12 packages. Idempotent: does
-# nothing (and asks apt nothing) when all of it is already installed.
+# nothing (and asks apt nothing) when all of it is already installed. --test adds what CI needs,
+# --bench what bench/run-comparison.sh needs.
 set -euo pipefail
 
 packages=(
@@ -19,6 +20,13 @@ if [ "${1:-}" = "--test" ]; then
     libbenchmark-dev                                           # micro-benchmarks (built, not run)
     librust-quinn-dev librust-rustls-dev librust-tokio-dev     # the quinn interop client
     cargo rustc
+  )
+fi
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(
+    libnats-dev nats-server openssl                            # the NATS-over-TLS comparison
+    jq gnuplot-nox time                                        # bench/run-comparison.sh: medians, the plot, CPU
+    libbenchmark-dev                                           # micro-benchmarks
   )
 fi
 

@@ -169,6 +169,14 @@ double Report::msgs_per_s() const {
   return duration_s > 0 ? static_cast<double>(received) / duration_s : 0.0;
 }
 
+std::uint64_t Report::add_pair(std::uint64_t sent_measured, std::uint64_t sent_total, const ReceiveTracker& tracker) {
+  sent += sent_measured;
+  received += tracker.measured_received();
+  lost += tracker.lost(sent_total);
+  reordered += tracker.reordered();
+  return sent_total - std::min(sent_total, tracker.received());
+}
+
 double Report::mib_per_s() const { return msgs_per_s() * static_cast<double>(size) / (1024.0 * 1024.0); }
 
 void Report::set_latency(const LatencyHistogram& histogram) {

@@ -146,6 +146,9 @@ struct Report {
   double msgs_per_s() const;
   double mib_per_s() const;
   void set_latency(const LatencyHistogram& histogram);
+  // Adds one pair: its sender sent sequence numbers 0..sent_total-1, sent_measured of them inside the
+  // window; tracker is its receiver's. Returns how many of the sent messages never arrived.
+  std::uint64_t add_pair(std::uint64_t sent_measured, std::uint64_t sent_total, const ReceiveTracker& tracker);
 };
 
 // A few human-readable lines, each ending in '\n'.

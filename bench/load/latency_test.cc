@@ -248,5 +248,21 @@ TEST(ReportTest, TextMentionsEveryNumber) {
   }
 }
 
+TEST(ReportTest, AddPairSumsCountsAndReturnsWhatNeverArrived) {
+  LatencyHistogram h;
+  const MeasureWindow window{100, 200};
+  ReceiveTracker a(h);
+  for (std::uint64_t seq : {0, 1, 3}) a.on_message({150, seq}, 160, window);  // 2 missing, 4 never came
+  ReceiveTracker b(h);
+  b.on_message({50, 0}, 60, window);  // sent before the window: counted in the run, not measured
+  Report r;
+  EXPECT_EQ(r.add_pair(3, 5, a), 2u);
+  EXPECT_EQ(r.add_pair(0, 1, b), 0u);
+  EXPECT_EQ(r.sent, 3u);
+  EXPECT_EQ(r.received, 3u);
+  EXPECT_EQ(r.lost, 2u);
+  EXPECT_EQ(r.reordered, 0u);
+}
+
 }  // namespace
 }  // namespace debra::bench

@@ -561,12 +561,8 @@ int main(int argc, char** argv) {
   std::uint64_t in_flight_left = 0;
   for (auto& loop : loops) histogram.merge(loop->histogram());
   for (auto& p : pairs) {
-    report.sent += p->sent_measured;
-    report.received += p->tracker.measured_received();
-    report.lost += p->tracker.lost(p->next_seq);
-    report.reordered += p->tracker.reordered();
+    in_flight_left += report.add_pair(p->sent_measured, p->next_seq, p->tracker);
     malformed += p->malformed;
-    in_flight_left += p->next_seq - std::min(p->next_seq, p->tracker.received());
   }
   report.set_latency(histogram);
 

@@ -89,7 +89,7 @@ ready=0
 for _ in $(seq 100); do
   if ! kill -0 "$pid" 2>/dev/null; then break; fi
   # The server logs this once it listens; probing the port instead would log a TLS handshake error.
-  if grep -q "Server is ready" "$dir/nats-server.log"; then ready=1; break; fi
+  if grep -q "Server is ready" "$dir/nats-server.log" 2>/dev/null; then ready=1; break; fi
   sleep 0.1
 done
 if [[ "$ready" != 1 ]]; then

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 //
-// debra: the command-line client. Every subcommand is a thin layer over libdebra (debra/client.h).
+// debra: the command-line client. Every subcommand is a thin layer over libdebra (debra/client.h),
+// except `debra bench`, which drives many connections per thread itself (cli/bench.h).
 #include <CLI/CLI.hpp>
 #include <debra/client.h>
 
@@ -17,6 +18,7 @@
 
 #include "auth/certificate.h"
 #include "auth/token.h"
+#include "cli/bench.h"
 #include "util/log.h"
 
 namespace {
@@ -444,6 +446,66 @@ int main(int argc, char** argv) {
   cert_issue->add_option("--ca-dir", ca_dir, "The directory of `debra cert ca` (ca.pem, ca-key.pem)")->required();
   cert_issue->add_option("--out-dir", out_dir, "Where to write them (replacing an earlier issue)")->required();
   cert_issue->add_option("--days", cert_days, "Days it is valid")->capture_default_str()->check(CLI::Range(1, 36500));
+  debra::cli::BenchFlags bench_flags;
+  debra::cli::ConnectionsFlags connections_flags;
+  std::string bench_mode = "native";
+  auto* bench = app.add_subcommand(
+      "bench", "Load test: P sender/receiver pairs, at most W un-received messages in flight per pair; reports "
+               "msgs/s, MiB/s, one-way latency and lost/reordered counts (docs/benchmarks.md)");
+  flags.add_to(*bench);
+  auto add_bench_common = [&](CLI::App& command, std::string& token_secret_file, unsigned& threads, bool& json_out,
+                              bool& verbose) {
+    command.add_option("--mode", bench_mode, "native (debra/1) or legacy (the original protocol)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"native", "legacy"}));
+    command.add_option("--token-secret-file", token_secret_file,
+                       "Mint each connection a token for its id from this router secret (routers run with --auth "
+                       "token)")
+        ->check(CLI::ExistingFile);
+    command.add_option("--threads", threads, "Client event-loop threads")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 64u));
+    command.add_flag("--json", json_out, "Print one JSON line on stdout (the text report goes to stderr)");
+    command.add_flag("-v,--verbose", verbose, "Print the phases of the run on stderr");
+  };
+  add_bench_common(*bench, bench_flags.token_secret_file, bench_flags.threads, bench_flags.json, bench_flags.verbose);
+  bench->add_option("--pairs", bench_flags.pairs, "Sender/receiver pairs (2P connections)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{100000}));
+  bench->add_option("--size", bench_flags.size, "Payload bytes (at least 16: the timestamp and sequence header)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{4} << 20));
+  bench->add_option("--duration", bench_flags.duration_s, "Measured seconds")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  bench->add_option("--warmup", bench_flags.warmup_s, "Seconds of load before the measured window")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  bench->add_option("--window", bench_flags.window, "Un-received messages in flight per pair, at most")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 20));
+  bench->add_option("--rate", bench_flags.rate, "Messages per second in total, paced evenly over the pairs (0: as "
+                                                 "fast as the window allows)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+
+  auto* connections = bench->add_subcommand(
+      "connections", "Open N registered idle connections; report handshakes/s and the router's RSS per connection");
+  flags.add_to(*connections);
+  add_bench_common(*connections, connections_flags.token_secret_file, connections_flags.threads,
+                   connections_flags.json, connections_flags.verbose);
+  connections->add_option("--count", connections_flags.count, "Connections to open and register")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1000000}));
+  connections->add_option("--concurrency", connections_flags.concurrency, "Handshakes in progress at once, at most")
+      ->capture_default_str()
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{100000}));
+  connections->add_option("--server-pid", connections_flags.server_pid,
+                          "The router's pid: report its VmRSS (/proc/PID/status) before and after, per connection");
+  connections->add_option("--hold", connections_flags.hold_s,
+                          "Seconds to hold the idle connections before reading the RSS")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
 
   CLI11_PARSE(app, argc, argv);
   if (*token) return run_token_issue(id, ttl, data_dir, secret_file);
@@ -462,6 +524,20 @@ int main(int argc, char** argv) {
   if (!flags.cert_file.empty() && flags.legacy) {
     std::fprintf(stderr, "debra: --cert needs the native protocol; routers do not check legacy clients' certificates\n");
     return 2;
+  }
+  if (*bench) {
+    if (!flags.token.empty()) {
+      std::fprintf(stderr, "debra bench: one --token cannot serve many ids; use --token-secret-file\n");
+      return 2;
+    }
+    debra::ClientOptions options = flags.options(1);
+    if (flags.legacy || bench_mode == "legacy") options.protocol = debra::Protocol::Legacy;
+    if (*connections) {
+      connections_flags.client = options;
+      return debra::cli::run_bench_connections(connections_flags);
+    }
+    bench_flags.client = options;
+    return debra::cli::run_bench(bench_flags);
   }
   if (*send) return run_send(flags, id, to, words, send_timeout, want_receipt);
   if (*listen) return run_listen(flags, id, count, listen_timeout, json);

@@ -11,6 +11,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "client/protocol_session.h"
 #include "net/event_loop.h"
 #include "quic/client_endpoint.h"
 #include "util/log.h"
@@ -31,11 +32,6 @@ std::string_view to_string(SendStatus status) {
 
 namespace {
 
-constexpr std::uint32_t kMaxDeliveryLanes = 64;
-// What the client accepts from the router: the largest --max-frame-size a router may be given, plus
-// the envelope the router adds around a payload.
-constexpr std::uint32_t kMaxAcceptedFrame = 64 * 1024 * 1024 + 4096;
-
 SendResult make_result(SendStatus status, std::uint64_t message_id, std::string reason,
                        wire::ErrorCode code = wire::ErrorCode::NoError) {
   return SendResult{status, message_id, static_cast<std::uint16_t>(code), std::move(reason)};
@@ -54,31 +50,15 @@ std::uint64_t first_message_id() {
 // the caller's threads; everything else is touched on the loop thread only.
 class Client::Impl final : public quic::ConnectionHandler {
  public:
-  explicit Impl(ClientOptions options) : options_(std::move(options)), next_message_id_(first_message_id()) {}
+  explicit Impl(ClientOptions options)
+      : options_(std::move(options)),
+        next_message_id_(first_message_id()),
+        session_(options_.id, options_.protocol, options_.token) {}
 
   Result<void, Error> start() {
-    auto address = net::Address::parse(options_.server);
-    if (!address) return Unexpected{address.error()};
-    server_ = *address;
-    if (options_.server_name.empty()) {
-      std::string host = options_.server.substr(0, options_.server.rfind(':'));
-      if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-      options_.server_name = host;
-    }
-    quic::TlsClientOptions tls;
-    tls.ca_file = options_.ca_file;
-    tls.insecure = options_.insecure;
-    tls.server_name = options_.server_name;
-    tls.cert_file = options_.cert_file;
-    tls.key_file = options_.key_file;
-    tls.alpn = options_.protocol == Protocol::Native ? std::string(wire::kAlpn) : std::string();
-    auto context = quic::TlsClientContext::create(std::move(tls));
-    if (!context) return Unexpected{context.error()};
-    tls_.emplace(std::move(*context));
-    settings_.idle_timeout = static_cast<std::uint64_t>(options_.idle_timeout.count()) * quic::kMillisecond;
-    settings_.keep_alive = static_cast<std::uint64_t>(options_.keep_alive.count()) * quic::kMillisecond;
-    settings_.peer_bidi_streams = 0;
-    settings_.peer_uni_streams = options_.protocol == Protocol::Native ? kMaxDeliveryLanes : 0;
+    auto transport = client::make_client_transport(options_);
+    if (!transport) return Unexpected{transport.error()};
+    transport_.emplace(std::move(*transport));
 
     thread_ = std::thread([this] { loop_.run(); });
     loop_.post([this] { open_connection(); });
@@ -134,7 +114,7 @@ class Client::Impl final : public quic::ConnectionHandler {
                                       "not connected" + (last_reason_loop_.empty() ? "" : ": " + last_reason_loop_)));
         return;
       }
-      endpoint_->connection()->write(stream_, *frame);
+      session_.write(*endpoint_->connection(), *frame);
       if (options_.protocol == Protocol::Legacy) {
         reply.set_value(make_result(SendStatus::Accepted, message_id, {}));
       } else {
@@ -162,7 +142,7 @@ class Client::Impl final : public quic::ConnectionHandler {
       // Sequences are the router's, not the connection's: an acknowledgement sent after a reconnect
       // still removes the message. One that cannot be sent now only costs a redelivery.
       if (!registered_on_loop_ || endpoint_ == nullptr) return;
-      if (auto* c = endpoint_->connection()) c->write(stream_, wire::encode_ack(sequence));
+      if (auto* c = endpoint_->connection()) session_.acknowledge(*c, sequence);
     });
   }
 
@@ -216,35 +196,17 @@ class Client::Impl final : public quic::ConnectionHandler {
   // quic::ConnectionHandler, on the loop thread.
   void on_handshake_completed() override {
     quic::Connection* connection = endpoint_->connection();
-    auto stream = connection->open_bidi_stream();
-    if (!stream) {
-      connection->close_now(static_cast<std::uint64_t>(wire::ErrorCode::InternalError), stream.error().message);
+    if (auto started = session_.start(*connection); !started) {
+      connection->close_now(static_cast<std::uint64_t>(wire::ErrorCode::InternalError), started.error().message);
       return;
     }
-    stream_ = *stream;
-    connection->write(stream_, wire::encode_registration(
-                                   options_.id, options_.protocol == Protocol::Native ? options_.token : std::string()));
     // Legacy mode has no Welcome: the registration is as confirmed as it will ever be.
     if (options_.protocol == Protocol::Legacy) set_registered();
   }
 
   void on_stream_data(quic::StreamId id, std::span<const std::uint8_t> data, bool) override {
-    auto [it, inserted] = readers_.try_emplace(id, kMaxAcceptedFrame);
-    wire::FrameReader& reader = it->second;
-    reader.append(data);
-    for (;;) {
-      auto frame = reader.next();
-      if (!frame) {
-        protocol_failure(frame.error().reason);
-        return;
-      }
-      if (!frame->has_value()) return;
-      auto message = wire::decode(**frame);
-      if (!message) {
-        protocol_failure(message.error().reason);
-        return;
-      }
-      handle(*message);
+    if (auto failure = session_.on_stream_data(id, data, [this](const wire::Message& m) { handle(m); })) {
+      protocol_failure(*failure);
     }
   }
 
@@ -253,7 +215,7 @@ class Client::Impl final : public quic::ConnectionHandler {
     if (!server_error_.empty()) reason = server_error_;
     bool was_registered = registered_on_loop_;
     registered_on_loop_ = false;
-    readers_.clear();
+    session_.reset();
     server_error_.clear();
     for (auto& [id, promise] : pending_) {
       promise.set_value(make_result(SendStatus::NotConnected, id, "connection lost before the reply: " + reason));
@@ -286,7 +248,7 @@ class Client::Impl final : public quic::ConnectionHandler {
 
  private:
   void open_connection() {
-    auto endpoint = quic::ClientEndpoint::connect(loop_, server_, *tls_, settings_, *this);
+    auto endpoint = quic::ClientEndpoint::connect(loop_, transport_->server, transport_->tls, transport_->settings, *this);
     if (!endpoint) {
       fail_attempt(endpoint.error().message);
       return;
@@ -389,7 +351,7 @@ class Client::Impl final : public quic::ConnectionHandler {
           std::uint64_t sequence = received.sequence;
           handler(std::move(received));
           if (options_.auto_acknowledge && options_.protocol == Protocol::Native && sequence != 0) {
-            endpoint_->connection()->write(stream_, wire::encode_ack(sequence));
+            session_.acknowledge(*endpoint_->connection(), sequence);
           }
         } else {
           received_cv_.notify_one();
@@ -418,9 +380,7 @@ class Client::Impl final : public quic::ConnectionHandler {
   }
 
   ClientOptions options_;
-  net::Address server_;
-  std::optional<quic::TlsClientContext> tls_;
-  quic::TransportSettings settings_;
+  std::optional<client::ClientTransport> transport_;
   net::EventLoop loop_;
   std::thread thread_;
   std::atomic<std::uint64_t> next_message_id_;
@@ -428,8 +388,7 @@ class Client::Impl final : public quic::ConnectionHandler {
 
   // Loop thread only.
   std::unique_ptr<quic::ClientEndpoint> endpoint_;
-  quic::StreamId stream_ = -1;
-  std::unordered_map<quic::StreamId, wire::FrameReader> readers_;
+  client::ProtocolSession session_;
   std::unordered_map<std::uint64_t, std::promise<SendResult>> pending_;
   // Receipts outlive a reconnect: the router sends them to whichever connection holds our id.
   std::unordered_map<std::uint64_t, std::function<void(const Receipt&)>> receipt_handlers_;

@@ -69,7 +69,6 @@ class UdpSocket {
   bool gso_ = true;
   Address local_;
   SocketStats stats_;
-  std::vector<std::uint8_t> receive_buffers_;
 };
 
 }  // namespace debra::net

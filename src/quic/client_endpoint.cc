@@ -38,7 +38,14 @@ Result<std::unique_ptr<ClientEndpoint>, Error> ClientEndpoint::connect(net::Even
 }
 
 ClientEndpoint::ClientEndpoint(net::EventLoop& loop, net::UdpSocket socket)
-    : loop_(loop), socket_(std::move(socket)), tx_buffer_(kTxBufferSize) {}
+    : loop_(loop), socket_(std::move(socket)) {}
+
+std::span<std::uint8_t> ClientEndpoint::tx_buffer() {
+  // Shared by every client endpoint of the thread: a connection fills and sends it within one
+  // flush, and one thread may run thousands of endpoints (`debra bench connections`).
+  thread_local std::vector<std::uint8_t> buffer(kTxBufferSize);
+  return buffer;
+}
 
 ClientEndpoint::~ClientEndpoint() {
   loop_.remove_reader(socket_.fd());

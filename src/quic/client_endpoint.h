@@ -27,7 +27,7 @@ class ClientEndpoint final : public Transport {
 
   // Transport
   net::EventLoop& loop() override { return loop_; }
-  std::span<std::uint8_t> tx_buffer() override { return tx_buffer_; }
+  std::span<std::uint8_t> tx_buffer() override;
   void send_packets(const net::Address& local, const net::Address& remote, std::span<const std::uint8_t> data,
                     std::size_t segment_size) override;
   void schedule_flush(Connection& connection) override;
@@ -42,7 +42,6 @@ class ClientEndpoint final : public Transport {
 
   net::EventLoop& loop_;
   net::UdpSocket socket_;
-  std::vector<std::uint8_t> tx_buffer_;
   std::unique_ptr<Connection> connection_;
   std::unique_ptr<Connection> dead_;
   bool flush_pending_ = false;

@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: MIT
+#include "client/protocol_session.h"
+
+namespace debra::client {
+
+Result<ClientTransport, Error> make_client_transport(const ClientOptions& options) {
+  auto address = net::Address::parse(options.server);
+  if (!address) return Unexpected{address.error()};
+  quic::TlsClientOptions tls;
+  tls.ca_file = options.ca_file;
+  tls.insecure = options.insecure;
+  tls.server_name = options.server_name;
+  if (tls.server_name.empty()) {
+    std::string host = options.server.substr(0, options.server.rfind(':'));
+    if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    tls.server_name = host;
+  }
+  tls.cert_file = options.cert_file;
+  tls.key_file = options.key_file;
+  tls.alpn = options.protocol == Protocol::Native ? std::string(wire::kAlpn) : std::string();
+  auto context = quic::TlsClientContext::create(std::move(tls));
+  if (!context) return Unexpected{context.error()};
+  quic::TransportSettings settings;
+  settings.idle_timeout = static_cast<std::uint64_t>(options.idle_timeout.count()) * quic::kMillisecond;
+  settings.keep_alive = static_cast<std::uint64_t>(options.keep_alive.count()) * quic::kMillisecond;
+  settings.peer_bidi_streams = 0;
+  settings.peer_uni_streams = options.protocol == Protocol::Native ? kMaxDeliveryLanes : 0;
+  return ClientTransport{*address, std::move(*context), settings};
+}
+
+Result<void, Error> ProtocolSession::start(quic::Connection& connection) {
+  auto stream = connection.open_bidi_stream();
+  if (!stream) return Unexpected{stream.error()};
+  stream_ = *stream;
+  connection.write(stream_, wire::encode_registration(id_, protocol_ == Protocol::Native ? token_ : std::string()));
+  return {};
+}
+
+std::optional<std::string> ProtocolSession::on_stream_data(quic::StreamId id, std::span<const std::uint8_t> data,
+                                                           const MessageHandler& on_message) {
+  auto [it, inserted] = readers_.try_emplace(id, kMaxAcceptedFrame);
+  wire::FrameReader& reader = it->second;
+  reader.append(data);
+  for (;;) {
+    auto frame = reader.next();
+    if (!frame) return frame.error().reason;
+    if (!frame->has_value()) return std::nullopt;
+    auto message = wire::decode(**frame);
+    if (!message) return message.error().reason;
+    on_message(*message);
+  }
+}
+
+void ProtocolSession::acknowledge(quic::Connection& connection, std::uint64_t sequence) const {
+  if (protocol_ != Protocol::Native || sequence == 0) return;
+  connection.write(stream_, wire::encode_ack(sequence));
+}
+
+}  // namespace debra::client

@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: MIT
+//
+// `debra bench` against the real router, short and small: it runs in both modes, its JSON line is
+// well formed, messages arrive and none is lost. No assertion on speed.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <regex>
+#include <string>
+
+#include "server_process.h"
+
+namespace debra::testing {
+namespace {
+
+// Parses a flat JSON object of string and number values, with the keys in exactly this order; an
+// empty map if the line is anything else.
+std::map<std::string, std::string> parse_flat_json(const std::string& line, const std::vector<std::string>& keys) {
+  static const std::regex member(R"re(^"([a-z0-9_]+)":("(?:[^"\\]|\\.)*"|-?[0-9]+(?:\.[0-9]+)?))re");
+  std::map<std::string, std::string> values;
+  if (line.size() < 2 || line.front() != '{' || line.back() != '}') return {};
+  std::string rest = line.substr(1, line.size() - 2);
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    std::smatch m;
+    if (!std::regex_search(rest, m, member) || m[1] != keys[i]) return {};
+    values[m[1]] = m[2];
+    rest = m.suffix();
+    if (i + 1 < keys.size()) {
+      if (rest.empty() || rest.front() != ',') return {};
+      rest.erase(0, 1);
+    }
+  }
+  if (!rest.empty()) return {};
+  return values;
+}
+
+std::string only_line(const std::string& out) {
+  std::string line = out;
+  if (!line.empty() && line.back() == '\n') line.pop_back();
+  return line.find('\n') == std::string::npos ? line : std::string();
+}
+
+const std::vector<std::string> kReportKeys{"tool",   "mode",     "pairs",      "size",      "window",
+                                           "duration_s", "sent", "received",  "msgs_per_s", "mib_per_s",
+                                           "p50_us", "p99_us",   "p999_us",    "lost",      "reordered"};
+
+void expect_throughput_run(const ServerProcess& server, const std::string& mode) {
+  auto run = run_cli({"bench", "--server", server.address(), "--ca", server.ca_file(), "--mode", mode, "--pairs",
+                      "2", "--size", "64", "--duration", "1", "--warmup", "0.5", "--json"},
+                     60s);
+  ASSERT_EQ(run.exit_code, 0) << run.describe();
+  auto report = parse_flat_json(only_line(run.out), kReportKeys);
+  ASSERT_FALSE(report.empty()) << "not one JSON line with the documented keys: " << run.describe();
+  EXPECT_EQ(report["tool"], "\"debra\"");
+  EXPECT_EQ(report["mode"], "\"" + mode + "\"");
+  EXPECT_EQ(report["pairs"], "2");
+  EXPECT_EQ(report["size"], "64");
+  EXPECT_GT(std::stoull(report["received"]), 0u) << run.describe();
+  EXPECT_EQ(report["received"], report["sent"]) << run.describe();
+  EXPECT_GT(std::stod(report["msgs_per_s"]), 0.0);
+  EXPECT_GT(std::stod(report["p50_us"]), 0.0);
+  EXPECT_EQ(report["lost"], "0") << run.describe();
+  EXPECT_EQ(report["reordered"], "0") << run.describe();
+  EXPECT_NE(run.err.find("debra (" + mode + "): 2 pairs, 64 B payload"), std::string::npos) << run.describe();
+}
+
+TEST(BenchIntegration, NativeRunDeliversEveryMessage) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  expect_throughput_run(server, "native");
+}
+
+TEST(BenchIntegration, LegacyRunDeliversEveryMessage) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  expect_throughput_run(server, "legacy");
+}
+
+TEST(BenchIntegration, PacedRunStaysNearItsRate) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  auto run = run_cli({"bench", "--server", server.address(), "--ca", server.ca_file(), "--pairs", "2", "--rate",
+                      "200", "--duration", "1", "--warmup", "0", "--json"},
+                     60s);
+  ASSERT_EQ(run.exit_code, 0) << run.describe();
+  auto report = parse_flat_json(only_line(run.out), kReportKeys);
+  ASSERT_FALSE(report.empty()) << run.describe();
+  // 200 msgs/s for 1 s: pacing releases at most a tick's worth early and never more than the rate.
+  EXPECT_GE(std::stoull(report["sent"]), 150u) << run.describe();
+  EXPECT_LE(std::stoull(report["sent"]), 205u) << run.describe();
+  EXPECT_EQ(report["lost"], "0") << run.describe();
+}
+
+TEST(BenchIntegration, IdleConnectionsRegisterAndReportServerMemory) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start());
+  auto run = run_cli({"bench", "connections", "--server", server.address(), "--ca", server.ca_file(), "--count",
+                      "50", "--server-pid", std::to_string(server.pid()), "--hold", "0.2", "--json"},
+                     60s);
+  ASSERT_EQ(run.exit_code, 0) << run.describe();
+  auto report = parse_flat_json(only_line(run.out),
+                                {"tool", "test", "mode", "count", "connected", "failed", "concurrency", "elapsed_s",
+                                 "handshakes_per_s", "server_rss_before_kib", "server_rss_after_kib",
+                                 "rss_per_connection_kib"});
+  ASSERT_FALSE(report.empty()) << run.describe();
+  EXPECT_EQ(report["connected"], "50") << run.describe();
+  EXPECT_EQ(report["failed"], "0");
+  EXPECT_GT(std::stod(report["handshakes_per_s"]), 0.0);
+  EXPECT_GT(std::stoull(report["server_rss_before_kib"]), 0u);
+  EXPECT_GT(std::stoull(report["server_rss_after_kib"]), 0u);
+}
+
+TEST(BenchIntegration, MintsATokenPerIdForAnAuthenticatingRouter) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_args({"--auth", "token"})));
+  const std::vector<std::string> common{"bench", "--server", server.address(), "--ca", server.ca_file(), "--pairs",
+                                        "1", "--duration", "0.5", "--warmup", "0", "--json"};
+  auto without = run_cli(common, 60s);
+  EXPECT_EQ(without.exit_code, 1) << without.describe();
+  EXPECT_NE(without.err.find("Unauthenticated"), std::string::npos) << without.describe();
+  auto args = common;
+  args.insert(args.end(), {"--token-secret-file", server.data_dir() + "/token-secret"});
+  auto with = run_cli(args, 60s);
+  ASSERT_EQ(with.exit_code, 0) << with.describe();
+  auto report = parse_flat_json(only_line(with.out), kReportKeys);
+  ASSERT_FALSE(report.empty()) << with.describe();
+  EXPECT_GT(std::stoull(report["received"]), 0u);
+  EXPECT_EQ(report["lost"], "0");
+}
+
+TEST(BenchIntegration, RefusesOneTokenForManyIds) {
+  auto run = run_cli({"bench", "--token", "v1.1.2.x", "--duration", "1"});
+  EXPECT_EQ(run.exit_code, 2) << run.describe();
+  EXPECT_NE(run.err.find("--token-secret-file"), std::string::npos) << run.describe();
+}
+
+}  // namespace
+}  // namespace debra::testing
