@@ -13,6 +13,8 @@ if(NOT CLI11_FOUND)
   add_library(CLI11::CLI11 INTERFACE IMPORTED)
   target_include_directories(CLI11::CLI11 INTERFACE ${CLI11_INCLUDE_DIR})
 endif()
+# TOML for --config (and the policy file): Debian builds toml++ as a shared library.
+find_package(tomlplusplus REQUIRED CONFIG)
 find_package(Threads REQUIRED)
 if(DEBRA_BUILD_TESTS)
   find_package(GTest REQUIRED CONFIG)

@@ -9,6 +9,7 @@ packages=(
   libflatbuffers-dev flatbuffers-compiler                      # wire format
   libsqlite3-dev                                               # the message store
   libspdlog-dev libfmt-dev libcli11-dev                        # logs, flags
+  libtomlplusplus-dev                                          # --config files
   libgtest-dev libgmock-dev                                    # tests
 )
 if [ "${1:-}" = "--test" ]; then

@@ -275,6 +275,11 @@ std::string CliResult::describe() const {
 }
 
 CliResult run_cli(const std::vector<std::string>& args, std::chrono::milliseconds timeout) {
+  return run_program(DEBRA_CLI_BIN, args, timeout);
+}
+
+CliResult run_program(const std::string& binary, const std::vector<std::string>& args,
+                      std::chrono::milliseconds timeout) {
   CliResult result;
   int out_pipe[2];
   int err_pipe[2];
@@ -288,7 +293,7 @@ CliResult run_cli(const std::vector<std::string>& args, std::chrono::millisecond
     close(out_pipe[1]);
     return result;
   }
-  std::vector<std::string> argv{DEBRA_CLI_BIN};
+  std::vector<std::string> argv{binary};
   argv.insert(argv.end(), args.begin(), args.end());
   auto start = Clock::now();
   pid_t pid = spawn(argv, out_pipe[1], err_pipe[1]);
@@ -338,7 +343,7 @@ CliResult run_cli(const std::vector<std::string>& args, std::chrono::millisecond
   result.elapsed = since(start);
   if (WIFEXITED(status)) result.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) result.signal = WTERMSIG(status);
-  EXPECT_FALSE(contains_sanitizer_report(result.err)) << "debra reported a sanitizer error:\n" << result.err;
+  EXPECT_FALSE(contains_sanitizer_report(result.err)) << binary << " reported a sanitizer error:\n" << result.err;
   return result;
 }
 

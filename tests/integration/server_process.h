@@ -110,7 +110,7 @@ class ServerProcess {
   bool stdout_eof_ = false;
 };
 
-// CliResult: one run of the debra CLI.
+// CliResult: one run of the debra CLI (or another program, run_program).
 struct CliResult {
   int exit_code = -1;  // -1 if it did not exit normally
   int signal = 0;
@@ -124,5 +124,9 @@ struct CliResult {
 // Runs DEBRA_CLI_BIN with args (stdin /dev/null), capturing stdout and stderr; kills it after
 // timeout. Adds a test failure if its stderr holds a sanitizer report.
 CliResult run_cli(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 30s);
+
+// The same for any program, e.g. DEBRA_SERVER_BIN with arguments it must refuse.
+CliResult run_program(const std::string& binary, const std::vector<std::string>& args,
+                      std::chrono::milliseconds timeout = 30s);
 
 }  // namespace debra::testing
