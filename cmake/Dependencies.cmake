@@ -13,8 +13,15 @@ if(NOT CLI11_FOUND)
   add_library(CLI11::CLI11 INTERFACE IMPORTED)
   target_include_directories(CLI11::CLI11 INTERFACE ${CLI11_INCLUDE_DIR})
 endif()
-# TOML for --config (and the policy file): Debian builds toml++ as a shared library.
-find_package(tomlplusplus REQUIRED CONFIG)
+# toml++ (libtomlplusplus-dev) reads the send policy file (src/policy) and --config. Used header-only, with
+# parse errors as values: the parser is then compiled with our sanitizers and libFuzzer coverage, so
+# the fuzz targets explore toml++ as well as our checks. Debian's imported target would select the
+# shared library (TOML_HEADER_ONLY=0) instead, so only its include directory is taken.
+find_package(tomlplusplus 3.3 REQUIRED CONFIG)
+add_library(debra_tomlplusplus INTERFACE)
+target_include_directories(debra_tomlplusplus SYSTEM INTERFACE
+                           $<TARGET_PROPERTY:tomlplusplus::tomlplusplus,INTERFACE_INCLUDE_DIRECTORIES>)
+target_compile_definitions(debra_tomlplusplus INTERFACE TOML_HEADER_ONLY=1 TOML_EXCEPTIONS=0)
 find_package(Threads REQUIRED)
 if(DEBRA_BUILD_TESTS)
   find_package(GTest REQUIRED CONFIG)

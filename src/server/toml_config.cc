@@ -33,12 +33,11 @@ std::string option_text(const toml::node& node, std::string* error) {
 
 std::vector<CLI::ConfigItem> TomlConfig::from_config(std::istream& input) const {
   std::string text{std::istreambuf_iterator<char>(input), std::istreambuf_iterator<char>()};
-  toml::table table;
-  try {
-    table = toml::parse(text);
-  } catch (const toml::parse_error& e) {
-    throw CLI::ConfigError(where(e.source()) + ": " + std::string(e.description()));
+  toml::parse_result parsed = toml::parse(text);
+  if (!parsed) {
+    throw CLI::ConfigError(where(parsed.error().source()) + ": " + std::string(parsed.error().description()));
   }
+  const toml::table& table = parsed.table();
   std::vector<CLI::ConfigItem> options;
   for (const auto& [key, node] : table) {
     std::string name(key.str());
