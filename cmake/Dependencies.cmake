@@ -16,9 +16,9 @@ if(NOT CLI11_FOUND)
   add_library(CLI11::CLI11 INTERFACE IMPORTED)
   target_include_directories(CLI11::CLI11 INTERFACE ${CLI11_INCLUDE_DIR})
 endif()
-# toml++ (libtomlplusplus-dev) reads the send policy file (src/policy). Used header-only, with
+# toml++ (libtomlplusplus-dev) reads the send policy file (src/policy) and --config. Used header-only, with
 # parse errors as values: the parser is then compiled with our sanitizers and libFuzzer coverage, so
-# fuzz/policy_parse explores toml++ as well as our checks. Debian's imported target would select the
+# the fuzz targets explore toml++ as well as our checks. Debian's imported target would select the
 # shared library (TOML_HEADER_ONLY=0) instead, so only its include directory is taken.
 find_package(tomlplusplus 3.3 REQUIRED CONFIG)
 add_library(debra_tomlplusplus INTERFACE)

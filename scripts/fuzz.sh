@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Fuzzes the wire decoder with libFuzzer for SECONDS (default 60) and fails on any finding.
+# Fuzzes one libFuzzer target (fuzz/TARGET.cc) for SECONDS (default 60) and fails on any finding.
 #
-#   scripts/fuzz.sh [SECONDS]
+#   scripts/fuzz.sh [TARGET] [SECONDS]      # TARGET: a name from fuzz/corpus/ (default wire_decoder)
 #
 # Uses its own build directory (build-fuzz, or $DEBRA_FUZZ_BUILD_DIR) configured with clang++-14 and
-# ASan+UBSan, so ordinary builds are untouched. The corpus grows in build-fuzz/corpus/wire_decoder,
-# seeded from fuzz/corpus/wire_decoder on every run; crashing inputs land in build-fuzz/findings/. A
-# finding worth keeping goes into fuzz/corpus/wire_decoder, where the fuzz_replay test replays it.
+# ASan+UBSan, so ordinary builds are untouched. The corpus grows in build-fuzz/corpus/TARGET, seeded
+# from fuzz/corpus/TARGET on every run; crashing inputs land in build-fuzz/findings/. A finding worth
+# keeping goes into fuzz/corpus/TARGET, where the fuzz_replay test replays it.
 set -euo pipefail
 
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+target=wire_decoder
+if [[ $# -gt 0 && ! "$1" =~ ^[0-9]+$ ]]; then
+  target="$1"
+  shift
+fi
 seconds="${1:-60}"
-if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [[ "$seconds" -eq 0 ]]; then
-  echo "usage: $0 [SECONDS]  (a positive number of seconds, default 60)" >&2
+if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [[ "$seconds" -eq 0 ]] || [[ ! -d "$root/fuzz/corpus/$target" ]]; then
+  echo "usage: $0 [TARGET] [SECONDS]  (TARGET one of: $(ls "$root/fuzz/corpus" | tr '\n' ' ')SECONDS a positive number, default 60)" >&2
   exit 2
 fi
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${DEBRA_FUZZ_BUILD_DIR:-$root/build-fuzz}"
 cxx=clang++-14
 
@@ -35,15 +40,15 @@ cmake -S "$root" -B "$build" "${generator[@]}" \
   -DDEBRA_SANITIZE=ON \
   -DDEBRA_FUZZ=ON \
   -DDEBRA_BUILD_TESTS=OFF
-cmake --build "$build" --target fuzz_wire_decoder --parallel
+cmake --build "$build" --target "fuzz_$target" --parallel
 
-corpus="$build/corpus/wire_decoder"
-findings="$build/findings/wire_decoder-$(date +%Y%m%dT%H%M%S)"
+corpus="$build/corpus/$target"
+findings="$build/findings/$target-$(date +%Y%m%dT%H%M%S)"
 mkdir -p "$corpus" "$findings"
-cp -f "$root"/fuzz/corpus/wire_decoder/* "$corpus"/
+cp -f "$root/fuzz/corpus/$target"/* "$corpus"/
 
 status=0
-"$build/bin/fuzz_wire_decoder" \
+"$build/bin/fuzz_$target" \
   -max_total_time="$seconds" \
   -max_len=65536 \
   -timeout=10 \
@@ -58,4 +63,4 @@ if [[ "$status" -ne 0 ]] || [[ -n "$(ls -A "$findings")" ]]; then
   exit 1
 fi
 rmdir "$findings"
-echo "fuzz.sh: no findings in ${seconds}s"
+echo "fuzz.sh: $target: no findings in ${seconds}s"

@@ -9,7 +9,7 @@ packages=(
   libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev   # QUIC + TLS
   libflatbuffers-dev flatbuffers-compiler                      # wire format
   libsqlite3-dev                                               # the message store
-  libtomlplusplus-dev                                          # the send policy file
+  libtomlplusplus-dev                                          # the send policy file, --config
   libspdlog-dev libfmt-dev libcli11-dev                        # logs, flags
   libcpp-httplib-dev                                           # the metrics endpoint
   libgtest-dev libgmock-dev                                    # tests

@@ -14,16 +14,7 @@
 #include <utility>
 #include <vector>
 
-// toml++ 3.3 states some of its parser's preconditions with TOML_ASSERT_ASSUME, and a file can
-// break them (fuzz/policy_parse found "[[[1]]]" and "rule = [}]"): a failed assertion in debug
-// builds, an assumption the optimiser may exploit in release builds. Where one does not hold, the
-// parser goes on to report the input as malformed, so it is made a plain no-op, in every build the
-// same, and the fuzzer runs (under ASan) what ships. The macro is redefined after toml++'s own
-// preprocessor header and before the code that expands it.
-#include <toml++/impl/preprocessor.h>
-#undef TOML_ASSERT_ASSUME
-#define TOML_ASSERT_ASSUME(expr) static_cast<void>(0)
-#include <toml++/toml.h>
+#include "util/toml.h"
 
 namespace debra::policy {
 namespace {
@@ -103,43 +94,10 @@ Result<core::IdRange, std::string> parse_id_text(std::string_view text) {
   return core::IdRange{*lo, *hi};
 }
 
-// Debian 12's toml++ 3.3 reaches __builtin_unreachable in is_non_ascii_horizontal_whitespace() for
-// code points such as U+0463 wherever whitespace may stand (found by fuzz/policy_parse): undefined
-// behaviour in every build. So before toml++ sees a file, this refuses any non-ASCII byte outside a
-// comment. That costs a valid policy nothing: keys, ids, "allow" and "deny" are ASCII. Multi-line
-// strings, which this line-by-line look cannot follow, are never a valid policy value either, so
-// they are refused here too.
 Result<void, Error> refuse_what_toml_cannot_take(std::string_view text, const std::string& source) {
-  std::size_t line = 1;
-  std::size_t line_start = 0;
-  auto fail_at = [&](std::size_t at, const std::string& what) -> Result<void, Error> {
-    return make_error(source + ":" + std::to_string(line) + ":" + std::to_string(at - line_start + 1) + ": " + what);
-  };
-  char quote = 0;  // inside a single-line string: its quote character
-  for (std::size_t i = 0; i < text.size(); ++i) {
-    auto c = static_cast<unsigned char>(text[i]);
-    if (c == '\n') {
-      ++line;
-      line_start = i + 1;
-      quote = 0;  // an unterminated string: toml++ says so
-      continue;
-    }
-    if (c >= 0x80) return fail_at(i, "a non-ASCII character outside a comment (keys, ids and values are ASCII)");
-    if (quote != 0) {
-      if (c == '\\' && quote == '"' && i + 1 < text.size() && text[i + 1] != '\n') {
-        ++i;
-      } else if (c == static_cast<unsigned char>(quote)) {
-        quote = 0;
-      }
-    } else if (c == '#') {
-      // A comment runs to the end of the line, and may hold any UTF-8.
-      while (i + 1 < text.size() && text[i + 1] != '\n') ++i;
-    } else if (c == '"' || c == '\'') {
-      if (i + 2 < text.size() && text[i + 1] == text[i] && text[i + 2] == text[i]) {
-        return fail_at(i, "a multi-line string (no policy value spans lines)");
-      }
-      quote = static_cast<char>(c);
-    }
+  if (auto refusal = toml_input::refuse_what_toml_cannot_take(text)) {
+    return make_error(source + ":" + std::to_string(refusal->line) + ":" + std::to_string(refusal->column) + ": " +
+                      refusal->what);
   }
   return {};
 }

@@ -125,7 +125,7 @@ TEST(PolicyFile, InputsThatTripTomlPlusPlusAreCleanErrors) {
                "p.toml:1:13: a non-ASCII character outside a comment (keys, ids and values are ASCII)");
   expect_error("default = \"a#\" \xd1\xa3\n",
                "p.toml:1:16: a non-ASCII character outside a comment (keys, ids and values are ASCII)");
-  expect_error("default = \"\"\"deny\"\"\"\n", "p.toml:1:11: a multi-line string (no policy value spans lines)");
+  expect_error("default = \"\"\"deny\"\"\"\n", "p.toml:1:11: a multi-line string (no value spans lines)");
   auto commented = parsed("# Zugriffsregeln f\xc3\xbcr das B\xc3\xbcro \xd1\xa3\ndefault = \"deny\" # \xd1\xa3 \"\n");
   EXPECT_FALSE(commented.default_allow);
   // Names may be quoted, and spaced from the brackets.
