@@ -25,6 +25,17 @@ constexpr const char* kPriority =
 
 std::string gnutls_text(const char* what, int rv) { return std::string(what) + ": " + gnutls_strerror(rv); }
 
+// Parsed once per context, not per session: gnutls_priority_set_direct builds a priority cache for
+// every session it is called on, about 8 KiB of each idle connection's memory (docs/benchmarks.md).
+Result<gnutls_priority_t, Error> parse_priority() {
+  gnutls_priority_t priority = nullptr;
+  const char* err_pos = nullptr;
+  if (int rv = gnutls_priority_init(&priority, kPriority, &err_pos); rv != 0) {
+    return make_error(gnutls_text("TLS priority string", rv));
+  }
+  return priority;
+}
+
 bool is_ip_address(const std::string& name) {
   std::array<unsigned char, sizeof(in6_addr)> buf{};
   return inet_pton(AF_INET, name.c_str(), buf.data()) == 1 || inet_pton(AF_INET6, name.c_str(), buf.data()) == 1;
@@ -36,6 +47,9 @@ Result<TlsServerContext, Error> TlsServerContext::create(const std::string& cert
                                                          std::vector<std::string> alpn,
                                                          const std::string& client_ca_file) {
   TlsServerContext ctx;
+  auto priority = parse_priority();
+  if (!priority) return Unexpected{priority.error()};
+  ctx.priority_ = *priority;
   if (int rv = gnutls_certificate_allocate_credentials(&ctx.credentials_); rv != 0) {
     return make_error(gnutls_text("allocate credentials", rv));
   }
@@ -60,13 +74,15 @@ Result<TlsServerContext, Error> TlsServerContext::create(const std::string& cert
 }
 
 TlsServerContext::TlsServerContext(TlsServerContext&& other) noexcept
-    : credentials_(other.credentials_), alpn_(std::move(other.alpn_)),
+    : credentials_(other.credentials_), priority_(other.priority_), alpn_(std::move(other.alpn_)),
       request_client_certificate_(other.request_client_certificate_) {
   other.credentials_ = nullptr;
+  other.priority_ = nullptr;
 }
 
 TlsServerContext::~TlsServerContext() {
   if (credentials_ != nullptr) gnutls_certificate_free_credentials(credentials_);
+  if (priority_ != nullptr) gnutls_priority_deinit(priority_);
 }
 
 Result<gnutls_session_t, Error> TlsServerContext::new_session() const {
@@ -74,8 +90,7 @@ Result<gnutls_session_t, Error> TlsServerContext::new_session() const {
   if (int rv = gnutls_init(&session, GNUTLS_SERVER | GNUTLS_NO_AUTO_SEND_TICKET); rv != 0) {
     return make_error(gnutls_text("gnutls_init", rv));
   }
-  const char* err_pos = nullptr;
-  int rv = gnutls_priority_set_direct(session, kPriority, &err_pos);
+  int rv = gnutls_priority_set(session, priority_);
   if (rv == 0) rv = ngtcp2_crypto_gnutls_configure_server_session(session);
   if (rv == 0) rv = gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, credentials_);
   if (rv == 0 && !alpn_.empty()) {
@@ -127,6 +142,9 @@ PeerCertificate verify_client_certificate(gnutls_session_t session) {
 
 Result<TlsClientContext, Error> TlsClientContext::create(TlsClientOptions options) {
   TlsClientContext ctx;
+  auto priority = parse_priority();
+  if (!priority) return Unexpected{priority.error()};
+  ctx.priority_ = *priority;
   if (int rv = gnutls_certificate_allocate_credentials(&ctx.credentials_); rv != 0) {
     return make_error(gnutls_text("allocate credentials", rv));
   }
@@ -158,19 +176,20 @@ Result<TlsClientContext, Error> TlsClientContext::create(TlsClientOptions option
 }
 
 TlsClientContext::TlsClientContext(TlsClientContext&& other) noexcept
-    : credentials_(other.credentials_), options_(std::move(other.options_)) {
+    : credentials_(other.credentials_), priority_(other.priority_), options_(std::move(other.options_)) {
   other.credentials_ = nullptr;
+  other.priority_ = nullptr;
 }
 
 TlsClientContext::~TlsClientContext() {
   if (credentials_ != nullptr) gnutls_certificate_free_credentials(credentials_);
+  if (priority_ != nullptr) gnutls_priority_deinit(priority_);
 }
 
 Result<gnutls_session_t, Error> TlsClientContext::new_session() const {
   gnutls_session_t session = nullptr;
   if (int rv = gnutls_init(&session, GNUTLS_CLIENT); rv != 0) return make_error(gnutls_text("gnutls_init", rv));
-  const char* err_pos = nullptr;
-  int rv = gnutls_priority_set_direct(session, kPriority, &err_pos);
+  int rv = gnutls_priority_set(session, priority_);
   if (rv == 0) rv = ngtcp2_crypto_gnutls_configure_client_session(session);
   if (rv == 0) rv = gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, credentials_);
   if (rv == 0 && !options_.alpn.empty()) {

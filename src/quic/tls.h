@@ -34,6 +34,7 @@ class TlsServerContext {
  private:
   TlsServerContext() = default;
   gnutls_certificate_credentials_t credentials_ = nullptr;
+  gnutls_priority_t priority_ = nullptr;
   std::vector<std::string> alpn_;
   bool request_client_certificate_ = false;
 };
@@ -81,6 +82,7 @@ class TlsClientContext {
  private:
   TlsClientContext() = default;
   gnutls_certificate_credentials_t credentials_ = nullptr;
+  gnutls_priority_t priority_ = nullptr;
   TlsClientOptions options_;
 };
 
