@@ -553,6 +553,15 @@ void Connection::start_closing(ngtcp2_connection_close_error error, CloseInfo in
   });
 }
 
+void Connection::abandon(std::string reason) {
+  if (state_ == State::Dead) return;
+  if (state_ == State::Open) {
+    close_info_ = CloseInfo{CloseInfo::Initiator::Local, false, NGTCP2_NO_ERROR, std::move(reason)};
+    if (handler_ != nullptr) handler_->on_closing(close_info_);
+  }
+  die(close_info_);
+}
+
 void Connection::start_draining(Timestamp now) {
   if (state_ != State::Open) return;
   state_ = State::Draining;

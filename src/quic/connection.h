@@ -145,6 +145,9 @@ class Connection {
   void close(std::uint64_t app_error_code, std::string reason);
   // Closes at once, dropping queued data.
   void close_now(std::uint64_t app_error_code, std::string reason);
+  // Ends the connection at once without a word to the peer, who has given up on it (a half-made
+  // connection its client restarted after a Retry). The handler hears on_closing and on_closed.
+  void abandon(std::string reason);
 
   // Endpoint interface.
   void on_datagram(const ngtcp2_path& path, std::span<const std::uint8_t> data, Timestamp now);

@@ -141,6 +141,19 @@ void ServerEndpoint::on_datagram(const net::Datagram& datagram) {
     send_close(datagram, header, NGTCP2_INVALID_TOKEN);
     return;
   }
+  // A client's Initial retransmitted before it saw our Retry, at a moment we were under the
+  // threshold, made a connection under its original DCID that the client has now abandoned for this
+  // one. Left alone it would hold a handshake slot and a per-address slot until its handshake timed
+  // out (so 128 clients arriving at once could be refused at a per-address limit of 128). Only this
+  // client can hold a token for that DCID from this address.
+  if (auto it = by_cid_.find(key_of(original_dcid)); it != by_cid_.end()) {
+    Connection& abandoned = *it->second;
+    if (!abandoned.handshake_completed() && address_key(abandoned.remote_address()) == address_key(datagram.remote)) {
+      ++stats_.abandoned_before_retry;
+      // The client has keys for neither this connection's Initial packets nor a close: nothing to send.
+      abandoned.abandon("the client restarted its handshake after our Retry");
+    }
+  }
   accept(datagram, header, &original_dcid, true);
 }
 

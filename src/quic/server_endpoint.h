@@ -42,6 +42,9 @@ struct EndpointStats {
   std::uint64_t refused_per_address = 0;  // included in refused
   std::uint64_t retries_sent = 0;
   std::uint64_t invalid_tokens = 0;
+  // Half-made connections of clients that retransmitted their first Initial before our Retry reached
+  // them, closed when the client came back with the Retry token.
+  std::uint64_t abandoned_before_retry = 0;
   std::uint64_t stateless_resets_sent = 0;
   std::uint64_t version_negotiations_sent = 0;
   std::uint64_t received_datagrams = 0;

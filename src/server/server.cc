@@ -276,6 +276,9 @@ std::string Server::metrics_page() const {
                quic.retries_sent);
   page.counter("debra_invalid_retry_tokens_total", "Initial packets with a Retry token that did not verify",
                quic.invalid_tokens);
+  page.counter("debra_abandoned_before_retry_total",
+               "Half-made connections closed when their client came back with a Retry token",
+               quic.abandoned_before_retry);
   page.counter("debra_stateless_resets_sent_total", "Stateless resets sent for packets of unknown connections",
                quic.stateless_resets_sent);
   page.counter("debra_version_negotiations_sent_total", "Version Negotiation packets sent",
