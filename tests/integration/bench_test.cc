@@ -46,6 +46,11 @@ const std::vector<std::string> kReportKeys{"tool",   "mode",     "pairs",      "
                                            "duration_s", "sent", "received",  "msgs_per_s", "mib_per_s",
                                            "p50_us", "p99_us",   "p999_us",    "lost",      "reordered"};
 
+// The keys of `debra bench connections --json`, in order.
+const std::vector<std::string> kConnectionsReportKeys{
+    "tool", "test", "mode", "count", "connected", "failed", "concurrency", "elapsed_s", "handshakes_per_s",
+    "server_rss_before_kib", "server_rss_after_kib", "rss_per_connection_kib"};
+
 void expect_throughput_run(const ServerProcess& server, const std::string& mode) {
   auto run = run_cli({"bench", "--server", server.address(), "--ca", server.ca_file(), "--mode", mode, "--pairs",
                       "2", "--size", "64", "--duration", "1", "--warmup", "0.5", "--json"},
@@ -100,10 +105,7 @@ TEST(BenchIntegration, IdleConnectionsRegisterAndReportServerMemory) {
                       "50", "--server-pid", std::to_string(server.pid()), "--hold", "0.2", "--json"},
                      60s);
   ASSERT_EQ(run.exit_code, 0) << run.describe();
-  auto report = parse_flat_json(only_line(run.out),
-                                {"tool", "test", "mode", "count", "connected", "failed", "concurrency", "elapsed_s",
-                                 "handshakes_per_s", "server_rss_before_kib", "server_rss_after_kib",
-                                 "rss_per_connection_kib"});
+  auto report = parse_flat_json(only_line(run.out), kConnectionsReportKeys);
   ASSERT_FALSE(report.empty()) << run.describe();
   EXPECT_EQ(report["connected"], "50") << run.describe();
   EXPECT_EQ(report["failed"], "0");
@@ -128,10 +130,7 @@ TEST(BenchIntegration, ClientsArrivingAtOnceAllRegisterAtThePerAddressLimit) {
                       std::to_string(kClients), "--concurrency", std::to_string(kClients), "--hold", "0.5", "--json"},
                      60s);
   ASSERT_EQ(run.exit_code, 0) << run.describe();
-  auto report = parse_flat_json(only_line(run.out),
-                                {"tool", "test", "mode", "count", "connected", "failed", "concurrency", "elapsed_s",
-                                 "handshakes_per_s", "server_rss_before_kib", "server_rss_after_kib",
-                                 "rss_per_connection_kib"});
+  auto report = parse_flat_json(only_line(run.out), kConnectionsReportKeys);
   ASSERT_FALSE(report.empty()) << run.describe();
   EXPECT_EQ(report["connected"], std::to_string(kClients)) << run.describe();
   std::this_thread::sleep_for(300ms);  // the metrics page is rebuilt every 250 ms
