@@ -8,7 +8,8 @@
 # Usage: bench/run-comparison.sh [BUILD_DIR]      (default BUILD_DIR: build-release)
 #
 # It builds BUILD_DIR as Release (debra, debra-server, debra-nats-load), starts nats-server with TLS
-# (bench/nats/run-nats-server.sh) and a fresh debra-server with its default flags for every cell,
+# (bench/nats/run-nats-server.sh) and a fresh debra-server with its default flags (but for the
+# per-address connection limit and the per-id rate limits, see start_debra) for every cell,
 # and writes into RESULTS_DIR:
 #   raw.jsonl        every run: {"label","run","server_args","result":{the tool's JSON line}}
 #   summary.tsv      medians per label, size and pairs
@@ -89,13 +90,16 @@ cd "$here"
 
 # start_debra ARGS...: a fresh data dir and a fresh router, so no run inherits another's store.
 # Every load connection comes from 127.0.0.1, and the connections of the previous run may still be
-# in their closing period, so the per-address limit (default 128) is lifted; nothing else differs
-# from the defaults unless ARGS say so.
+# in their closing period, so the per-address limit (default 128) is lifted. The per-id rate limits
+# (default 1,000 msgs/s and 8 MiB/s per sender) are off: they cap one sender by policy, and this
+# measures what the router can carry (NATS has no such limit either). Nothing else differs from the
+# defaults unless ARGS say so.
 start_debra() {
   stop_debra
   local dir="$work/debra-$RANDOM$RANDOM"
   mkdir -p "$dir"
-  "$bin/debra-server" --listen "127.0.0.1:$DEBRA_PORT" --data-dir "$dir" --max-connections-per-address 100000 "$@" \
+  "$bin/debra-server" --listen "127.0.0.1:$DEBRA_PORT" --data-dir "$dir" --max-connections-per-address 100000 \
+    --rate-messages 0 --rate-bytes 0 "$@" \
     >"$dir/stdout" 2>"$dir/stderr" &
   debra_pid=$!
   for _ in $(seq 200); do
