@@ -23,13 +23,15 @@ struct Datagram {
 // SocketStats: counters of one socket.
 struct SocketStats {
   std::uint64_t datagrams_received = 0;
+  std::uint64_t coalesced_receives = 0;  // receives that brought several datagrams at once (UDP GRO)
   std::uint64_t datagrams_sent = 0;
   std::uint64_t send_calls = 0;
   std::uint64_t send_dropped = 0;  // EAGAIN or an error; QUIC loss recovery resends what mattered
 };
 
-// UdpSocket: a non-blocking UDP socket with batched receive (recvmmsg) and batched send (UDP GSO,
-// falling back to one sendmsg per datagram where the kernel refuses it). Owns its descriptor.
+// UdpSocket: a non-blocking UDP socket with batched receive (recvmmsg, and UDP GRO where the kernel
+// offers it: one receive can bring a run of equal-sized datagrams of one peer) and batched send (UDP
+// GSO, falling back to one sendmsg per datagram where the kernel refuses it). Owns its descriptor.
 class UdpSocket {
  public:
   // Binds to address (port 0 picks one). Wildcard addresses work: each datagram's local address
@@ -57,6 +59,7 @@ class UdpSocket {
 
   const SocketStats& stats() const { return stats_; }
   bool gso_enabled() const { return gso_; }
+  bool gro_enabled() const { return gro_; }
 
  private:
   explicit UdpSocket(int fd);
@@ -67,6 +70,7 @@ class UdpSocket {
   int fd_ = -1;
   bool connected_ = false;
   bool gso_ = true;
+  bool gro_ = false;
   Address local_;
   SocketStats stats_;
 };
