@@ -347,6 +347,16 @@ int Connection::on_handshake_completed() {
     alpn_.assign(reinterpret_cast<const char*>(alpn.data), alpn.size);
   }
   if (ngtcp2_conn_is_server(conn_)) peer_certificate_ = verify_client_certificate(session_);
+  if (settings_.keep_alive != 0) {
+    // The idle timeout in force is the smaller of both sides' (RFC 9000 §10.1). A keep-alive longer
+    // than it would let an idle connection time out between two PINGs, so ping at half of it.
+    std::uint64_t idle = settings_.idle_timeout;
+    if (const ngtcp2_transport_params* remote = ngtcp2_conn_get_remote_transport_params(conn_);
+        remote != nullptr && remote->max_idle_timeout != 0) {
+      idle = idle == 0 ? remote->max_idle_timeout : std::min<std::uint64_t>(idle, remote->max_idle_timeout);
+    }
+    if (idle != 0) ngtcp2_conn_set_keep_alive_timeout(conn_, std::min(settings_.keep_alive, idle / 2));
+  }
   transport_.on_handshake_completed(*this);
   if (handler_ != nullptr) handler_->on_handshake_completed();
   return 0;

@@ -5,6 +5,8 @@
 #include <debra/client.h>
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "raw_client.h"
 #include "server_process.h"
 #include "test_support.h"
@@ -159,6 +161,25 @@ TEST(LifecycleIntegration, StatelessResetAfterACrashEndsTheOldConnectionAtOnce) 
   auto back = events.wait(2, 10s);
   ASSERT_EQ(back.size(), 2u) << "no reconnect";
   EXPECT_TRUE(back[1].first);
+}
+
+// The idle timeout in force is the smaller of both sides'. libdebra pings every 10 s by default, so
+// against a router with a shorter one it must ping sooner, or every quiet spell ends its connection.
+TEST(LifecycleIntegration, AnIdleClientStaysConnectedToARouterWithAShorterIdleTimeout) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_args({"--idle-timeout", "2"})));
+  auto options_for = [&](std::int32_t id) {
+    auto options = client_options(server, id);
+    options.reconnect = false;  // a lost connection stays lost, so the test sees it
+    return options;
+  };
+  auto a = connect_client(options_for(1));
+  auto b = connect_client(options_for(2));
+  ASSERT_TRUE(a && b);
+  std::this_thread::sleep_for(5s);  // two and a half idle timeouts without a message
+  EXPECT_TRUE(a->connected());
+  EXPECT_TRUE(b->connected());
+  EXPECT_TRUE(exchange(*a, 1, *b, 2, "still here"));
 }
 
 }  // namespace
