@@ -250,38 +250,35 @@ echo "$extra" | jq . > "$RESULTS_DIR/extra.json"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$RESULTS_DIR/conditions.txt"
 echo "runtime: $(( $(date +%s) - started_at )) s" >> "$RESULTS_DIR/conditions.txt"
 
-# The markdown tables.
-{
-  echo "| size | pairs | $(for l in $LABELS; do printf '%s msgs/s | %s p99 µs | ' "$l" "$l"; done | sed 's/ | $//') |"
-  echo "|---|---|$(for _ in $LABELS; do printf -- '---|---|'; done)"
+# table_rows AWK_ACTION EMPTY: one markdown row per size and pair count, a cell per label, printed by
+# AWK_ACTION from that label's line of summary.tsv, or EMPTY where there is none.
+table_rows() {
+  local action="$1" empty="$2" size pairs label row cell
   for size in $SIZES; do
     for pairs in $PAIRS; do
       row="| $size B | $pairs |"
       for label in $LABELS; do
-        cell=$(awk -F'\t' -v l="$label" -v s="$size" -v p="$pairs" '$1==l && $2==s && $3==p {
-                 printf "%s | %s", ($5 >= 1000 ? sprintf("%.1f k", $5/1000) : sprintf("%.0f", $5)), sprintf("%.0f", $8) }' \
+        cell=$(awk -F'\t' -v l="$label" -v s="$size" -v p="$pairs" "\$1==l && \$2==s && \$3==p { $action }" \
                "$RESULTS_DIR/summary.tsv")
-        row="$row ${cell:-— | —} |"
+        row="$row ${cell:-$empty} |"
       done
       echo "$row"
     done
   done
+}
+
+# The markdown tables.
+{
+  echo "| size | pairs | $(for l in $LABELS; do printf '%s msgs/s | %s p99 µs | ' "$l" "$l"; done | sed 's/ | $//') |"
+  echo "|---|---|$(for _ in $LABELS; do printf -- '---|---|'; done)"
+  table_rows 'printf "%s | %s", ($5 >= 1000 ? sprintf("%.1f k", $5/1000) : sprintf("%.0f", $5)), sprintf("%.0f", $8)' \
+    '— | —'
   echo
   echo "MiB/s (medians):"
   echo
   echo "| size | pairs | $(for l in $LABELS; do printf '%s | ' "$l"; done | sed 's/ | $//') |"
   echo "|---|---|$(for _ in $LABELS; do printf -- '---|'; done)"
-  for size in $SIZES; do
-    for pairs in $PAIRS; do
-      row="| $size B | $pairs |"
-      for label in $LABELS; do
-        cell=$(awk -F'\t' -v l="$label" -v s="$size" -v p="$pairs" '$1==l && $2==s && $3==p { printf "%.1f", $6 }' \
-               "$RESULTS_DIR/summary.tsv")
-        row="$row ${cell:-—} |"
-      done
-      echo "$row"
-    done
-  done
+  table_rows 'printf "%.1f", $6' '—'
   echo
   echo "CPU per run (medians): the server's µs of CPU per message (approximate: a whole run's CPU over"
   echo "msgs/s × (warm-up + duration)) and the load tool's CPU seconds (user + system) per run of"
@@ -289,17 +286,7 @@ echo "runtime: $(( $(date +%s) - started_at )) s" >> "$RESULTS_DIR/conditions.tx
   echo
   echo "| size | pairs | $(for l in $LABELS; do printf '%s server µs/msg | %s tool CPU s | ' "$l" "$l"; done | sed 's/ | $//') |"
   echo "|---|---|$(for _ in $LABELS; do printf -- '---|---|'; done)"
-  for size in $SIZES; do
-    for pairs in $PAIRS; do
-      row="| $size B | $pairs |"
-      for label in $LABELS; do
-        cell=$(awk -F'\t' -v l="$label" -v s="$size" -v p="$pairs" '$1==l && $2==s && $3==p { printf "%.2f | %.2f", $12, $14 }' \
-               "$RESULTS_DIR/summary.tsv")
-        row="$row ${cell:-— | —} |"
-      done
-      echo "$row"
-    done
-  done
+  table_rows 'printf "%.2f | %.2f", $12, $14' '— | —'
   echo
   jq -r 'if .half_peak then "- p99 at 50 % of peak: debra native, 64 B x \(.half_peak.pairs) pairs paced at \(.half_peak.rate) msgs/s (peak \(.half_peak.peak_msgs_per_s)): p50 \(.half_peak.p50_us|round) µs, p99 \(.half_peak.p99_us|round) µs, p99.9 \(.half_peak.p999_us|round) µs" else empty end' "$RESULTS_DIR/extra.json"
   jq -r 'if .connections then "- idle connections: \(.connections.connected) of \(.connections.count) registered, \(.connections.handshakes_per_s) handshakes/s, server RSS \(.connections.server_rss_before_kib) -> \(.connections.server_rss_after_kib) KiB = \(.connections.rss_per_connection_kib) KiB per connection" else empty end' "$RESULTS_DIR/extra.json"
