@@ -6,21 +6,12 @@
 #include <unordered_map>
 
 #include "core/message_store.h"
+#include "store/sync_mode.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
 
 namespace debra::store {
-
-// SyncMode: what a commit guarantees (docs/protocol.md, "Durability").
-enum class SyncMode {
-  Always,  // every change is its own transaction, fsynced before the call returns
-  Batch,   // changes are grouped per commit() (once per event-loop iteration) and fsynced together
-  Off,     // committed per commit(), never fsynced: survives a crash of the router, not of the machine
-};
-
-Result<SyncMode, Error> parse_sync_mode(std::string_view text);
-std::string_view to_string(SyncMode mode);
 
 // SqliteStore: the MessageStore on SQLite in WAL mode, in one file (DIR/messages.db). Keeps the
 // per-recipient quota counters in memory, loaded at open.
