@@ -2,7 +2,6 @@
 #include "core/router.h"
 
 #include <gtest/gtest.h>
-#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "store/sqlite_store.h"
+#include "store_test_support.h"
 #include "wire/codec.h"
 
 namespace debra::core {
@@ -28,7 +27,6 @@ void PrintTo(Outcome outcome, std::ostream* os) { *os << to_string(outcome); }
 namespace {
 
 namespace fs = std::filesystem;
-using store::SqliteStore;
 using store::SyncMode;
 
 // A realistic wall clock for durable tests (ms since the epoch), so deadlines are meaningful.
@@ -428,40 +426,19 @@ TEST(Outcome, ToStringIsDistinctForEveryValue) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Durable mode: the real SQLite store in a temporary directory.
+// Durable mode: each real store (the message log and SQLite) in a temporary directory.
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "debra-router-XXXXXX").string();
-    if (mkdtemp(pattern.data()) == nullptr) {
-      ADD_FAILURE() << "mkdtemp: " << std::strerror(errno);
-      return;
-    }
-    path_ = pattern;
-  }
-  ~TempDir() {
-    if (path_.empty()) return;
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
+using testing::TempDir;
+using testing::Tmpfs;
 
- private:
-  std::string path_;
-};
-
-std::unique_ptr<SqliteStore> open_store(const std::string& dir, SyncMode mode = SyncMode::Batch,
-                                        StoreLimits limits = {}) {
-  auto opened = SqliteStore::open(dir, mode, limits);
-  EXPECT_TRUE(opened.has_value()) << (opened ? "" : opened.error().message);
-  return opened ? std::move(*opened) : nullptr;
-}
-
-class DurableRouter : public ::testing::Test {
+class DurableRouter : public ::testing::TestWithParam<std::string> {
  protected:
+  std::unique_ptr<MessageStore> open_store(const std::string& dir, SyncMode mode = SyncMode::Batch,
+                                           StoreLimits limits = {}) {
+    auto opened = testing::open_message_store(GetParam(), dir, mode, limits);
+    EXPECT_TRUE(opened.has_value()) << (opened ? "" : opened.error().message);
+    return opened ? std::move(*opened) : nullptr;
+  }
   // Opens the store and the router over it; call once per test (SetUp does it with the defaults).
   void start(SyncMode mode = SyncMode::Batch, StoreLimits store_limits = {}, RouterLimits limits = {}) {
     router_.reset();
@@ -474,14 +451,14 @@ class DurableRouter : public ::testing::Test {
   void SetUp() override { start(); }
 
   Router& router() { return *router_; }
-  SqliteStore& store() { return *store_; }
+  MessageStore& store() { return *store_; }
 
   TempDir dir_;
-  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<MessageStore> store_;
   std::unique_ptr<Router> router_;
 };
 
-TEST_F(DurableRouter, StoredIsAnsweredAndDeliveredOnlyAtFlush) {
+TEST_P(DurableRouter, StoredIsAnsweredAndDeliveredOnlyAtFlush) {
   ASSERT_TRUE(router().durable());
   RecordingSink sender;
   RecordingSink recipient;
@@ -521,7 +498,7 @@ TEST_F(DurableRouter, StoredIsAnsweredAndDeliveredOnlyAtFlush) {
   EXPECT_EQ(recipient.delivered.size(), 5u);
 }
 
-TEST_F(DurableRouter, ReRegisteringTheSameSinkDoesNotDeliverTwice) {
+TEST_P(DurableRouter, ReRegisteringTheSameSinkDoesNotDeliverTwice) {
   RecordingSink recipient;
   for (std::uint64_t id = 1; id <= 3; ++id) ASSERT_EQ(send(router(), 1, 2, id), Outcome::Stored);
   router().flush();
@@ -534,7 +511,7 @@ TEST_F(DurableRouter, ReRegisteringTheSameSinkDoesNotDeliverTwice) {
   EXPECT_EQ(recipient.displaced, 0);
 }
 
-TEST_F(DurableRouter, OfflineRecipientGetsEverythingOnRegisterInOrder) {
+TEST_P(DurableRouter, OfflineRecipientGetsEverythingOnRegisterInOrder) {
   RouterLimits limits;
   limits.fill_batch = 3;  // several store reads per fill
   start(SyncMode::Batch, {}, limits);
@@ -575,7 +552,7 @@ TEST_F(DurableRouter, OfflineRecipientGetsEverythingOnRegisterInOrder) {
   expect_increasing_sequences(sink.delivered);
 }
 
-TEST_F(DurableRouter, RecipientRegisteringInTheSameIterationGetsTheOpenBatchOnce) {
+TEST_P(DurableRouter, RecipientRegisteringInTheSameIterationGetsTheOpenBatchOnce) {
   RouterLimits limits;
   limits.fill_batch = 3;
   start(SyncMode::Batch, {}, limits);
@@ -589,7 +566,7 @@ TEST_F(DurableRouter, RecipientRegisteringInTheSameIterationGetsTheOpenBatchOnce
   expect_increasing_sequences(sink.delivered);
 }
 
-TEST_F(DurableRouter, SlowConsumerWaitsInTheStoreAndResumesWithoutGapsOrDuplicates) {
+TEST_P(DurableRouter, SlowConsumerWaitsInTheStoreAndResumesWithoutGapsOrDuplicates) {
   const std::size_t frame = frame_size(100, 1);
   RouterLimits limits;
   limits.max_queued_bytes = frame * 20;
@@ -645,7 +622,7 @@ TEST_F(DurableRouter, SlowConsumerWaitsInTheStoreAndResumesWithoutGapsOrDuplicat
 // RouterLimits::max_queued_bytes is "the most bytes a recipient's connection may hold ... with a
 // store, [a message] waits in the recipient's inbox until the connection has room". The fill from
 // the store must keep to it as well, and the rest must follow on readiness.
-TEST_F(DurableRouter, FillFromTheStoreKeepsToTheQueueBound) {
+TEST_P(DurableRouter, FillFromTheStoreKeepsToTheQueueBound) {
   const std::size_t frame = frame_size(100, 1);
   RouterLimits limits;
   limits.max_queued_bytes = frame * 4;
@@ -671,7 +648,7 @@ TEST_F(DurableRouter, FillFromTheStoreKeepsToTheQueueBound) {
   expect_increasing_sequences(slow.delivered);
 }
 
-TEST_F(DurableRouter, AcknowledgeRemovesFromTheStore) {
+TEST_P(DurableRouter, AcknowledgeRemovesFromTheStore) {
   RecordingSink first;
   router().register_client(2, first);
   router().flush();
@@ -711,7 +688,7 @@ TEST_F(DurableRouter, AcknowledgeRemovesFromTheStore) {
   EXPECT_TRUE(third.delivered.empty());
 }
 
-TEST_F(DurableRouter, AcknowledgingSomeoneElsesSequenceDoesNothing) {
+TEST_P(DurableRouter, AcknowledgingSomeoneElsesSequenceDoesNothing) {
   RecordingSink two;
   RecordingSink three;
   RecordingSink sender;
@@ -741,7 +718,7 @@ TEST_F(DurableRouter, AcknowledgingSomeoneElsesSequenceDoesNothing) {
   EXPECT_EQ(two_again.delivered_ids(), (std::vector<std::uint64_t>{1}));
 }
 
-TEST_F(DurableRouter, ReceiptOnAcknowledgeOnlyWhenRequestedAndSenderOnline) {
+TEST_P(DurableRouter, ReceiptOnAcknowledgeOnlyWhenRequestedAndSenderOnline) {
   RecordingSink sender;
   RecordingSink recipient;
   router().register_client(1, sender);
@@ -779,7 +756,7 @@ TEST_F(DurableRouter, ReceiptOnAcknowledgeOnlyWhenRequestedAndSenderOnline) {
   EXPECT_EQ(sender.receipts.size(), 1u);
 }
 
-TEST_F(DurableRouter, DuplicateMessageIdIsAnsweredEveryTimeAndDeliveredOnce) {
+TEST_P(DurableRouter, DuplicateMessageIdIsAnsweredEveryTimeAndDeliveredOnce) {
   RecordingSink sender;
   RecordingSink recipient;
   router().register_client(1, sender);
@@ -818,7 +795,7 @@ TEST_F(DurableRouter, DuplicateMessageIdIsAnsweredEveryTimeAndDeliveredOnce) {
   EXPECT_EQ(recipient.delivered[1].sender, 3);
 }
 
-TEST_F(DurableRouter, DuplicateOfAnUnacknowledgedMessageIsNotRedeliveredOnRegister) {
+TEST_P(DurableRouter, DuplicateOfAnUnacknowledgedMessageIsNotRedeliveredOnRegister) {
   RecordingSink sender;
   router().register_client(1, sender);
   ASSERT_EQ(send(router(), 1, 2, 5, &sender), Outcome::Stored);
@@ -832,7 +809,7 @@ TEST_F(DurableRouter, DuplicateOfAnUnacknowledgedMessageIsNotRedeliveredOnRegist
   EXPECT_EQ(sender.outcome_ids(), (std::vector<std::uint64_t>{5, 5}));
 }
 
-TEST_F(DurableRouter, QuotaExceededIsAnsweredAtOnceAndCounted) {
+TEST_P(DurableRouter, QuotaExceededIsAnsweredAtOnceAndCounted) {
   StoreLimits store_limits;
   store_limits.max_messages_per_recipient = 2;
   start(SyncMode::Batch, store_limits);
@@ -862,7 +839,7 @@ TEST_F(DurableRouter, QuotaExceededIsAnsweredAtOnceAndCounted) {
   EXPECT_EQ(router().stats().quota_exceeded, 2u);
 }
 
-TEST_F(DurableRouter, ExpiredMessagesAreDroppedCountedAndReportedByReceipt) {
+TEST_P(DurableRouter, ExpiredMessagesAreDroppedCountedAndReportedByReceipt) {
   StoreLimits store_limits;
   store_limits.ttl_ms = 1000;
   start(SyncMode::Batch, store_limits);
@@ -901,7 +878,7 @@ TEST_F(DurableRouter, ExpiredMessagesAreDroppedCountedAndReportedByReceipt) {
   EXPECT_EQ(router().stats().acknowledged, 0u);
 }
 
-TEST_F(DurableRouter, MessagesPastTheirDeadlineAreNotHandedOverBeforeTheSweep) {
+TEST_P(DurableRouter, MessagesPastTheirDeadlineAreNotHandedOverBeforeTheSweep) {
   StoreLimits store_limits;
   store_limits.ttl_ms = 1000;
   start(SyncMode::Batch, store_limits);
@@ -922,7 +899,7 @@ TEST_F(DurableRouter, MessagesPastTheirDeadlineAreNotHandedOverBeforeTheSweep) {
   EXPECT_EQ(sender.receipts, (std::vector<ReceiptCall>{{1, 2, false}}));
 }
 
-TEST_F(DurableRouter, TakeoverRedeliversEveryUnacknowledgedMessageFromTheStart) {
+TEST_P(DurableRouter, TakeoverRedeliversEveryUnacknowledgedMessageFromTheStart) {
   RecordingSink first;
   router().register_client(2, first);
   router().flush();
@@ -956,7 +933,7 @@ TEST_F(DurableRouter, TakeoverRedeliversEveryUnacknowledgedMessageFromTheStart) 
   EXPECT_EQ(second.displaced, 1);
 }
 
-TEST_F(DurableRouter, UnregisteredSenderGetsNoOutcome) {
+TEST_P(DurableRouter, UnregisteredSenderGetsNoOutcome) {
   RecordingSink gone;
   RecordingSink stays;
   RecordingSink recipient;
@@ -977,7 +954,7 @@ TEST_F(DurableRouter, UnregisteredSenderGetsNoOutcome) {
 
 // router.h: "Sinks are borrowed; a sink must be unregistered (or displaced) before it is destroyed."
 // A displaced sender's sink may therefore be gone by the next flush(), and must not be called.
-TEST_F(DurableRouter, DisplacedSenderGetsNoOutcome) {
+TEST_P(DurableRouter, DisplacedSenderGetsNoOutcome) {
   RecordingSink old_sender;
   RecordingSink new_sender;
   router().register_client(1, old_sender);
@@ -990,7 +967,7 @@ TEST_F(DurableRouter, DisplacedSenderGetsNoOutcome) {
   EXPECT_EQ(store().stats().held_messages, 1u);
 }
 
-TEST_F(DurableRouter, SyncAlwaysAnswersAtFlushToo) {
+TEST_P(DurableRouter, SyncAlwaysAnswersAtFlushToo) {
   start(SyncMode::Always);
   RecordingSink sender;
   RecordingSink recipient;
@@ -1023,7 +1000,7 @@ TEST_F(DurableRouter, SyncAlwaysAnswersAtFlushToo) {
   EXPECT_EQ(router().stats().stored, 4u);
 }
 
-TEST_F(DurableRouter, InvalidRecipientNeverReachesTheStore) {
+TEST_P(DurableRouter, InvalidRecipientNeverReachesTheStore) {
   RecordingSink sender;
   router().register_client(1, sender);
   EXPECT_EQ(send(router(), 1, 0, 1, &sender), Outcome::InvalidRecipient);
@@ -1035,7 +1012,7 @@ TEST_F(DurableRouter, InvalidRecipientNeverReachesTheStore) {
   EXPECT_EQ(store().stats().held_messages, 0u);
 }
 
-TEST_F(DurableRouter, ForbiddenMessagesNeverReachTheStoreAndAPolicyChangeSparesAcceptedOnes) {
+TEST_P(DurableRouter, ForbiddenMessagesNeverReachTheStoreAndAPolicyChangeSparesAcceptedOnes) {
   RecordingSink sender;
   router().register_client(5, sender);
   EXPECT_EQ(send(router(), 5, 2, 1, &sender), Outcome::Stored);
@@ -1063,16 +1040,10 @@ TEST_F(DurableRouter, ForbiddenMessagesNeverReachTheStoreAndAPolicyChangeSparesA
 
 // A full filesystem: the batch that cannot be committed is answered StoreUnavailable, and what was
 // committed before is still delivered.
-TEST_F(DurableRouter, CommitFailureIsStoreUnavailable) {
-  const std::string mount_point = dir_.path() + "/small";
-  fs::create_directory(mount_point);
-  if (mount("tmpfs", mount_point.c_str(), "tmpfs", 0, "size=256k") != 0) {
-    GTEST_SKIP() << "cannot mount a tmpfs here (needs root): " << std::strerror(errno);
-  }
-  struct Unmount {
-    std::string path;
-    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
-  } unmount{mount_point};
+TEST_P(DurableRouter, CommitFailureIsStoreUnavailable) {
+  Tmpfs small(dir_.path(), "small", "256k");
+  if (!small.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root): " << small.error();
+  const std::string& mount_point = small.path();
   // The router and store live in this scope so that they are gone before the unmount.
   auto small_store = open_store(mount_point, SyncMode::Batch);
   ASSERT_NE(small_store, nullptr);
@@ -1146,6 +1117,8 @@ TEST_F(DurableRouter, CommitFailureIsStoreUnavailable) {
   for (const Delivery& d : online.delivered) expect_delivery(d, 1, 3, d.message_id, kPayload);
   EXPECT_EQ(online.delivered.size() + recipient.delivered.size(), committed.size());
 }
+
+INSTANTIATE_TEST_SUITE_P(Store, DurableRouter, ::testing::Values("log", "sqlite"), testing::store_kind_name);
 
 }  // namespace
 }  // namespace debra::core

@@ -1,35 +1,22 @@
 // SPDX-License-Identifier: MIT
-#include "store/sqlite_store.h"
-
+//
+// The contract of core::MessageStore, run against every store (--store log and --store sqlite).
 #include <gtest/gtest.h>
-#include <sys/mount.h>
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 
+#include "store_test_support.h"
+
 namespace debra::store {
 namespace {
 
 namespace fs = std::filesystem;
 using core::AppendStatus;
-
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "debra-store-XXXXXX").string();
-    path_ = mkdtemp(pattern.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using testing::TempDir;
+using testing::Tmpfs;
 
 core::Delivery delivery(core::ClientId sender, core::ClientId recipient, std::uint64_t message_id) {
   return core::Delivery{sender, recipient, message_id, nullptr};
@@ -37,14 +24,20 @@ core::Delivery delivery(core::ClientId sender, core::ClientId recipient, std::ui
 
 std::vector<std::uint8_t> bytes(std::string_view text) { return {text.begin(), text.end()}; }
 
-std::unique_ptr<SqliteStore> open_store(const std::string& dir, SyncMode mode = SyncMode::Batch,
-                                        core::StoreLimits limits = {}) {
-  auto store = SqliteStore::open(dir, mode, limits);
-  EXPECT_TRUE(store.has_value()) << (store ? "" : store.error().message);
-  return store ? std::move(*store) : nullptr;
-}
+// Every MessageStore keeps the same promises: each test runs against both.
+class MessageStoreTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::unique_ptr<core::MessageStore> open_store(const std::string& dir, SyncMode mode = SyncMode::Batch,
+                                                 core::StoreLimits limits = {}) {
+    auto store = testing::open_message_store(GetParam(), dir, mode, limits);
+    EXPECT_TRUE(store.has_value()) << (store ? "" : store.error().message);
+    return store ? std::move(*store) : nullptr;
+  }
+  // What start-up errors name: the store's file or directory.
+  std::string store_path() const { return GetParam() == "sqlite" ? "messages.db" : "log"; }
+};
 
-TEST(SqliteStore, PendingIsInArrivalOrderPerRecipient) {
+TEST_P(MessageStoreTest, PendingIsInArrivalOrderPerRecipient) {
   TempDir dir;
   auto store = open_store(dir.path());
   for (int i = 0; i < 5; ++i) {
@@ -66,7 +59,7 @@ TEST(SqliteStore, PendingIsInArrivalOrderPerRecipient) {
   EXPECT_EQ(store->pending(9, 0, 2).size(), 2u);
 }
 
-TEST(SqliteStore, CommittedMessagesSurviveReopenAndSequencesAreNotReused) {
+TEST_P(MessageStoreTest, CommittedMessagesSurviveReopenAndSequencesAreNotReused) {
   TempDir dir;
   std::uint64_t last = 0;
   {
@@ -85,7 +78,7 @@ TEST(SqliteStore, CommittedMessagesSurviveReopenAndSequencesAreNotReused) {
   EXPECT_GT(next.sequence, last);
 }
 
-TEST(SqliteStore, DuplicateMessageIdIsStoredOnceEvenAfterAcknowledgement) {
+TEST_P(MessageStoreTest, DuplicateMessageIdIsStoredOnceEvenAfterAcknowledgement) {
   TempDir dir;
   auto store = open_store(dir.path());
   auto first = store->append(delivery(1, 2, 77), bytes("a"), false, 0);
@@ -102,7 +95,7 @@ TEST(SqliteStore, DuplicateMessageIdIsStoredOnceEvenAfterAcknowledgement) {
   EXPECT_EQ(store->pending(2, 0, 10).size(), 3u);
 }
 
-TEST(SqliteStore, OnlyTheRecipientCanAcknowledge) {
+TEST_P(MessageStoreTest, OnlyTheRecipientCanAcknowledge) {
   TempDir dir;
   auto store = open_store(dir.path());
   auto stored = store->append(delivery(1, 2, 1), bytes("a"), false, 0);
@@ -114,7 +107,7 @@ TEST(SqliteStore, OnlyTheRecipientCanAcknowledge) {
   EXPECT_FALSE(store->acknowledge(2, stored.sequence).has_value());
 }
 
-TEST(SqliteStore, QuotaCountsMessagesAndBytesAndFreesOnAcknowledge) {
+TEST_P(MessageStoreTest, QuotaCountsMessagesAndBytesAndFreesOnAcknowledge) {
   TempDir dir;
   core::StoreLimits limits;
   limits.max_messages_per_recipient = 2;
@@ -133,7 +126,7 @@ TEST(SqliteStore, QuotaCountsMessagesAndBytesAndFreesOnAcknowledge) {
   EXPECT_EQ(store->stats().quota_rejections, 2u);
 }
 
-TEST(SqliteStore, ExpireRemovesOnlyMessagesPastTheirDeadline) {
+TEST_P(MessageStoreTest, ExpireRemovesOnlyMessagesPastTheirDeadline) {
   TempDir dir;
   core::StoreLimits limits;
   limits.ttl_ms = 1000;
@@ -152,7 +145,7 @@ TEST(SqliteStore, ExpireRemovesOnlyMessagesPastTheirDeadline) {
   EXPECT_EQ(store->stats().held_messages, 1u);
 }
 
-TEST(SqliteStore, EverySyncModeKeepsCommittedMessages) {
+TEST_P(MessageStoreTest, EverySyncModeKeepsCommittedMessages) {
   for (SyncMode mode : {SyncMode::Always, SyncMode::Batch, SyncMode::Off}) {
     TempDir dir;
     {
@@ -168,7 +161,7 @@ TEST(SqliteStore, EverySyncModeKeepsCommittedMessages) {
   }
 }
 
-TEST(SqliteStore, ParsesSyncModes) {
+TEST(SyncMode, Parses) {
   EXPECT_EQ(*parse_sync_mode("always"), SyncMode::Always);
   EXPECT_EQ(*parse_sync_mode("batch"), SyncMode::Batch);
   EXPECT_EQ(*parse_sync_mode("off"), SyncMode::Off);
@@ -177,17 +170,11 @@ TEST(SqliteStore, ParsesSyncModes) {
 
 // A full filesystem: appends or the commit fail with a clear error, nothing committed before is lost,
 // and the store keeps working once there is room again.
-TEST(SqliteStore, FullFilesystemFailsCleanlyAndKeepsWhatWasCommitted) {
+TEST_P(MessageStoreTest, FullFilesystemFailsCleanlyAndKeepsWhatWasCommitted) {
   TempDir dir;
-  std::string mount_point = dir.path() + "/small";
-  fs::create_directory(mount_point);
-  if (mount("tmpfs", mount_point.c_str(), "tmpfs", 0, "size=256k") != 0) {
-    GTEST_SKIP() << "cannot mount a tmpfs here (needs root): " << std::strerror(errno);
-  }
-  struct Unmount {
-    std::string path;
-    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
-  } unmount{mount_point};
+  Tmpfs small(dir.path(), "small", "256k");
+  if (!small.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root): " << small.error();
+  const std::string& mount_point = small.path();
   std::vector<std::uint64_t> committed;
   {
     auto store = open_store(mount_point);
@@ -221,21 +208,16 @@ TEST(SqliteStore, FullFilesystemFailsCleanlyAndKeepsWhatWasCommitted) {
   for (std::size_t i = 0; i < pending.size(); ++i) EXPECT_EQ(pending[i].sequence, committed[i]);
 }
 
-TEST(SqliteStore, ReadOnlyDirectoryIsAClearError) {
+TEST_P(MessageStoreTest, ReadOnlyDirectoryIsAClearError) {
   TempDir dir;
-  std::string mount_point = dir.path() + "/ro";
-  fs::create_directory(mount_point);
-  if (mount("tmpfs", mount_point.c_str(), "tmpfs", MS_RDONLY, "size=64k") != 0) {
-    GTEST_SKIP() << "cannot mount a tmpfs here (needs root): " << std::strerror(errno);
-  }
-  struct Unmount {
-    std::string path;
-    ~Unmount() { umount2(path.c_str(), MNT_DETACH); }
-  } unmount{mount_point};
-  auto store = SqliteStore::open(mount_point, SyncMode::Batch, {});
+  Tmpfs read_only(dir.path(), "ro", "64k", true);
+  if (!read_only.mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (needs root): " << read_only.error();
+  auto store = testing::open_message_store(GetParam(), read_only.path(), SyncMode::Batch, {});
   ASSERT_FALSE(store.has_value());
-  EXPECT_NE(store.error().message.find("messages.db"), std::string::npos) << store.error().message;
+  EXPECT_NE(store.error().message.find(store_path()), std::string::npos) << store.error().message;
 }
+
+INSTANTIATE_TEST_SUITE_P(Store, MessageStoreTest, ::testing::Values("log", "sqlite"), testing::store_kind_name);
 
 }  // namespace
 }  // namespace debra::store

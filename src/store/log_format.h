@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: MIT
+//
+// The on-disk format of the message log (docs/architecture.md, "The message log"). A segment file is
+// a header followed by records; every record carries its own length and CRC, so a reader finds the
+// end of what was written whole after a crash and never trusts a byte it cannot check.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "core/delivery.h"
+
+namespace debra::store::log {
+
+// Segment header: magic, format version, and the first sequence the segment may hold. The base
+// sequence keeps sequences from being reused after every older segment was deleted.
+constexpr std::uint8_t kMagic[8] = {'d', 'e', 'b', 'r', 'a', 'l', 'o', 'g'};
+constexpr std::uint32_t kVersion = 1;
+constexpr std::size_t kHeaderSize = 8 + 4 + 4 + 8;
+
+// Sequences are below 2^62: no router hands out that many, so a larger one is damage, and the next
+// sequence after any valid one cannot wrap.
+constexpr std::uint64_t kSequenceLimit = 1ULL << 62;
+
+// Record frame: u32 body length, u32 CRC-32C of the body, then the body, whose first byte is its type.
+constexpr std::size_t kFrameSize = 8;
+// A record body is at most this long: a payload larger than any frame the router accepts is corrupt.
+constexpr std::size_t kMaxBodySize = 64 * 1024 * 1024;
+
+enum class RecordType : std::uint8_t {
+  Append = 1,  // a message accepted for a recipient (also written again when a segment is compacted)
+  Remove = 2,  // the message with this sequence left the store: acknowledged or expired
+};
+
+// The fixed part of an Append body, after its type byte; the payload follows.
+constexpr std::size_t kAppendFixedSize = 8 + 4 + 4 + 8 + 1 + 8 + 8;
+constexpr std::size_t kRemoveFixedSize = 8 + 4;
+
+struct AppendRecord {
+  std::uint64_t sequence = 0;
+  core::ClientId recipient = 0;
+  core::ClientId sender = 0;
+  std::uint64_t message_id = 0;
+  bool receipt_requested = false;
+  std::int64_t expires_at_ms = 0;
+  std::int64_t accepted_at_ms = 0;  // when the router took it: for the dedupe window after a restart
+  std::span<const std::uint8_t> payload;
+};
+
+struct RemoveRecord {
+  std::uint64_t sequence = 0;
+  core::ClientId recipient = 0;
+};
+
+// Where the payload of an Append sits, relative to the start of its record.
+constexpr std::size_t kPayloadOffset = kFrameSize + 1 + kAppendFixedSize;
+
+std::size_t append_record_size(std::size_t payload_size);
+constexpr std::size_t kRemoveRecordSize = kFrameSize + 1 + kRemoveFixedSize;
+
+void encode_header(std::uint64_t base_sequence, std::vector<std::uint8_t>& out);
+// The base sequence, or nothing if bytes do not start with a valid header.
+std::optional<std::uint64_t> decode_header(std::span<const std::uint8_t> bytes);
+
+void encode(const AppendRecord& record, std::vector<std::uint8_t>& out);
+void encode(const RemoveRecord& record, std::vector<std::uint8_t>& out);
+
+// Decoded: one record read from the front of a byte range. size is how many bytes it took.
+struct Decoded {
+  RecordType type = RecordType::Append;
+  AppendRecord append;  // when type is Append; its payload points into the input
+  RemoveRecord remove;  // when type is Remove
+  std::size_t size = 0;
+};
+
+// DecodeStatus: why decoding stopped.
+enum class DecodeStatus {
+  Ok,
+  Truncated,  // the bytes end inside the record: the tail of an interrupted write
+  Corrupt,    // a length, CRC, type or field that cannot be right
+};
+
+struct DecodeResult {
+  DecodeStatus status = DecodeStatus::Ok;
+  Decoded record;
+};
+
+DecodeResult decode(std::span<const std::uint8_t> bytes);
+
+}  // namespace debra::store::log

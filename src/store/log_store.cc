@@ -1,0 +1,580 @@
+// SPDX-License-Identifier: MIT
+#include "store/log_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "store/log_format.h"
+#include "util/log.h"
+
+namespace debra::store {
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+// Full writes at an offset: a short write is retried; an error leaves errno set.
+bool write_at(int fd, const std::uint8_t* data, std::size_t size, std::uint64_t offset) {
+  while (size > 0) {
+    ssize_t n = ::pwrite(fd, data, size, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    data += n;
+    size -= static_cast<std::size_t>(n);
+    offset += static_cast<std::uint64_t>(n);
+  }
+  return true;
+}
+
+bool read_at(int fd, std::uint8_t* data, std::size_t size, std::uint64_t offset) {
+  while (size > 0) {
+    ssize_t n = ::pread(fd, data, size, static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data += n;
+    size -= static_cast<std::size_t>(n);
+    offset += static_cast<std::uint64_t>(n);
+  }
+  return true;
+}
+
+std::int64_t wall_clock_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// A read-only view of a whole segment file, for recovery and compaction.
+class Mapping {
+ public:
+  Mapping(int fd, std::size_t size) : size_(size) {
+    if (size_ > 0) {
+      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      data_ = p == MAP_FAILED ? nullptr : static_cast<const std::uint8_t*>(p);
+    }
+  }
+  ~Mapping() {
+    if (data_ != nullptr) ::munmap(const_cast<std::uint8_t*>(data_), size_);
+  }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  bool ok() const { return size_ == 0 || data_ != nullptr; }
+  std::span<const std::uint8_t> bytes() const { return {data_, size_}; }
+
+ private:
+  const std::uint8_t* data_ = nullptr;
+  std::size_t size_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<LogStore>, Error> LogStore::open(const std::string& dir, SyncMode sync,
+                                                        core::StoreLimits limits, LogOptions options) {
+  std::string log_dir = (std::filesystem::path(dir) / "log").string();
+  if (::mkdir(log_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return make_error("creating the message log " + log_dir + ": " + errno_text());
+  }
+  std::unique_ptr<LogStore> store(new LogStore(log_dir, sync, limits, options));
+  store->dir_fd_ = ::open(log_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (store->dir_fd_ < 0) return make_error("opening the message log " + log_dir + ": " + errno_text());
+  if (auto recovered = store->recover(); !recovered) return Unexpected{recovered.error()};
+  return store;
+}
+
+LogStore::LogStore(std::string dir, SyncMode sync, core::StoreLimits limits, LogOptions options)
+    : dir_(std::move(dir)), sync_(sync), limits_(limits), options_(options), seen_(options.dedupe_max_ranges) {}
+
+LogStore::~LogStore() {
+  // Whatever is still buffered was never acknowledged to anyone: writing it is safe and saves work.
+  if (dirty_) (void)commit();
+  for (auto& [id, segment] : segments_) ::close(segment.fd);
+  if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+std::string LogStore::segment_path(std::uint64_t id) const {
+  char name[32];
+  std::snprintf(name, sizeof name, "%020" PRIu64 ".seg", id);
+  return dir_ + "/" + name;
+}
+
+std::uint64_t LogStore::end_offset() const { return segments_.at(active_).written + buffer_.size(); }
+
+Result<void, Error> LogStore::recover() {
+  std::vector<std::uint64_t> ids;
+  DIR* listing = ::opendir(dir_.c_str());
+  if (listing == nullptr) return make_error("reading the message log " + dir_ + ": " + errno_text());
+  while (dirent* e = ::readdir(listing)) {
+    std::string_view name = e->d_name;
+    if (name.size() != 24 || !name.ends_with(".seg")) continue;
+    if (!std::all_of(name.begin(), name.begin() + 20, [](char c) { return c >= '0' && c <= '9'; })) continue;
+    ids.push_back(std::stoull(std::string(name.substr(0, 20))));
+  }
+  ::closedir(listing);
+  std::sort(ids.begin(), ids.end());
+
+  const std::int64_t now_ms = wall_clock_ms();
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const std::uint64_t id = ids[i];
+    const bool newest = i + 1 == ids.size();
+    std::string path = segment_path(id);
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0) return make_error("opening " + path + ": " + errno_text());
+    Segment& segment = segments_[id];
+    segment.fd = fd;
+    if (auto replayed = replay(id, segment, newest); !replayed) return replayed;
+  }
+  recovery_.segments = ids.size();
+  seen_.prune(now_ms - limits_.dedupe_window_ms);
+  last_prune_ms_ = now_ms;
+  stats_ = {};
+  for (const auto& [recipient, inbox] : inboxes_) {
+    stats_.held_messages += inbox.messages.size();
+    stats_.held_bytes += inbox.bytes;
+  }
+  // The newest segment goes on taking records unless it is full or damaged.
+  if (!segments_.empty()) {
+    auto& [id, newest] = *segments_.rbegin();
+    if (recovery_.corrupt_segments == 0 && newest.written < options_.segment_bytes) active_ = id;
+  }
+  if (active_ == 0) {
+    if (auto started = start_segment(); !started) return started;
+  }
+  reclaim();
+  return {};
+}
+
+Result<void, Error> LogStore::replay(std::uint64_t id, Segment& segment, bool newest) {
+  const std::string path = segment_path(id);
+  struct stat st {};
+  if (::fstat(segment.fd, &st) != 0) return make_error("reading " + path + ": " + errno_text());
+  const auto size = static_cast<std::size_t>(st.st_size);
+  Mapping map(segment.fd, size);
+  if (!map.ok()) return make_error("reading " + path + ": " + errno_text());
+  std::span<const std::uint8_t> bytes = map.bytes();
+  auto base = log::decode_header(bytes);
+  if (!base) {
+    // A segment whose creation was interrupted before its header reached the disk holds nothing.
+    if (newest && size < log::kHeaderSize) {
+      ::close(segment.fd);
+      segments_.erase(id);
+      ::unlink(path.c_str());
+      return {};
+    }
+    return make_error(path + " is not a debra message log segment (bad header); move it away to start");
+  }
+  next_sequence_ = std::max(next_sequence_, *base);
+  const std::int64_t dedupe_from = wall_clock_ms() - limits_.dedupe_window_ms;
+  std::size_t offset = log::kHeaderSize;
+  while (offset < size) {
+    log::DecodeResult decoded = log::decode(bytes.subspan(offset));
+    if (decoded.status != log::DecodeStatus::Ok) {
+      if (newest) {
+        // The tail of a write the crash interrupted: it was never committed, so never acknowledged.
+        recovery_.torn_bytes += size - offset;
+        spdlog::warn("message log: {}: cutting off {} bytes of an interrupted write at offset {}", path,
+                     size - offset, offset);
+        if (::ftruncate(segment.fd, static_cast<off_t>(offset)) != 0) {
+          return make_error("truncating " + path + ": " + errno_text());
+        }
+      } else {
+        ++recovery_.corrupt_segments;
+        spdlog::error("message log: {}: a damaged record at offset {}; the {} bytes after it are lost", path, offset,
+                      size - offset);
+      }
+      break;
+    }
+    ++recovery_.records;
+    const log::Decoded& r = decoded.record;
+    if (r.type == log::RecordType::Append) {
+      const log::AppendRecord& a = r.append;
+      next_sequence_ = std::max(next_sequence_, a.sequence + 1);
+      Inbox& inbox = inboxes_[a.recipient];
+      if (auto it = inbox.messages.find(a.sequence); it != inbox.messages.end()) {
+        // A copy made by compaction: the message now lives here.
+        Segment& old = segments_.at(it->second.segment);
+        old.live -= 1;
+        old.live_bytes -= log::append_record_size(it->second.payload_size);
+        it->second.segment = id;
+        it->second.offset = offset;
+        segment.live += 1;
+        segment.live_bytes += r.size;
+      } else {
+        Entry entry{a.sender, a.receipt_requested, static_cast<std::uint32_t>(a.payload.size()), a.message_id,
+                    a.expires_at_ms, id, offset};
+        hold(a.recipient, a.sequence, entry, r.size);
+        if (a.message_id != 0 && a.accepted_at_ms >= dedupe_from) {
+          seen_.add(a.sender, a.message_id, a.sequence, a.accepted_at_ms);
+        }
+      }
+    } else {
+      auto inbox = inboxes_.find(r.remove.recipient);
+      if (inbox != inboxes_.end()) {
+        auto it = inbox->second.messages.find(r.remove.sequence);
+        if (it != inbox->second.messages.end()) release(r.remove.recipient, it, id);
+      }
+    }
+    offset += r.size;
+  }
+  segment.written = segment.synced = std::min(offset, size);
+  return {};
+}
+
+Result<void, Error> LogStore::start_segment() {
+  const std::uint64_t id = segments_.empty() ? 1 : segments_.rbegin()->first + 1;
+  const std::string path = segment_path(id);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return make_error("creating " + path + ": " + errno_text());
+  std::vector<std::uint8_t> header;
+  log::encode_header(next_sequence_, header);
+  // The header makes the file a segment and carries the sequence floor: it is on disk, and so is
+  // the file's name, before any record in it counts.
+  bool ok = write_at(fd, header.data(), header.size(), 0);
+  if (ok && sync_ != SyncMode::Off) ok = ::fdatasync(fd) == 0 && ::fsync(dir_fd_) == 0;
+  if (!ok) {
+    std::string message = "creating " + path + ": " + errno_text();
+    ::close(fd);
+    ::unlink(path.c_str());
+    return make_error(std::move(message));
+  }
+  Segment& segment = segments_[id];
+  segment.fd = fd;
+  segment.written = segment.synced = header.size();
+  active_ = id;
+  return {};
+}
+
+void LogStore::hold(core::ClientId recipient, std::uint64_t sequence, const Entry& entry, std::size_t record_size) {
+  Inbox& inbox = inboxes_[recipient];
+  inbox.messages.emplace(sequence, entry);
+  inbox.bytes += entry.payload_size;
+  if (entry.expires_at_ms > 0) deadlines_.emplace(entry.expires_at_ms, sequence, recipient);
+  Segment& segment = segments_.at(entry.segment);
+  segment.live += 1;
+  segment.live_bytes += record_size;
+}
+
+core::StoredMessage LogStore::describe(core::ClientId recipient, std::uint64_t sequence, const Entry& entry) {
+  core::StoredMessage m;
+  m.sequence = sequence;
+  m.sender = entry.sender;
+  m.recipient = recipient;
+  m.message_id = entry.message_id;
+  m.receipt_requested = entry.receipt_requested;
+  m.expires_at_ms = entry.expires_at_ms;
+  return m;
+}
+
+core::StoredMessage LogStore::release(core::ClientId recipient, std::map<std::uint64_t, Entry>::iterator it,
+                                      std::uint64_t removed_in) {
+  Inbox& inbox = inboxes_.at(recipient);
+  const Entry& e = it->second;
+  core::StoredMessage m = describe(recipient, it->first, e);
+  Segment& segment = segments_.at(e.segment);
+  segment.live -= 1;
+  segment.live_bytes -= log::append_record_size(e.payload_size);
+  if (segment.live == 0) reclaim_due_ = true;
+  if (e.segment != removed_in) segments_.at(removed_in).cancels_into.insert(e.segment);
+  if (e.expires_at_ms > 0) deadlines_.erase(Deadline{e.expires_at_ms, it->first, recipient});
+  inbox.bytes -= e.payload_size;
+  inbox.messages.erase(it);
+  if (inbox.messages.empty()) inboxes_.erase(recipient);
+  return m;
+}
+
+void LogStore::prune_dedupe(std::int64_t now_ms) {
+  // Once a minute: a range is kept a little longer than the window, never shorter.
+  if (now_ms - last_prune_ms_ < 60'000) return;
+  last_prune_ms_ = now_ms;
+  seen_.prune(now_ms - limits_.dedupe_window_ms);
+}
+
+core::AppendResult LogStore::append(const core::Delivery& delivery, std::span<const std::uint8_t> payload,
+                                    bool receipt_requested, std::int64_t now_ms) {
+  if (delivery.message_id != 0) {
+    prune_dedupe(now_ms);
+    if (auto earlier = seen_.find(delivery.sender, delivery.message_id)) {
+      ++stats_.duplicates;
+      return {core::AppendStatus::Duplicate, *earlier, {}};
+    }
+  }
+  auto inbox = inboxes_.find(delivery.recipient);
+  const std::uint64_t held = inbox == inboxes_.end() ? 0 : inbox->second.messages.size();
+  const std::uint64_t held_bytes = inbox == inboxes_.end() ? 0 : inbox->second.bytes;
+  if (held + 1 > limits_.max_messages_per_recipient || held_bytes + payload.size() > limits_.max_bytes_per_recipient) {
+    ++stats_.quota_rejections;
+    return {core::AppendStatus::QuotaExceeded, 0,
+            "recipient " + std::to_string(delivery.recipient) + " holds " + std::to_string(held) + " messages (" +
+                std::to_string(held_bytes) + " bytes); its quota is " +
+                std::to_string(limits_.max_messages_per_recipient) + " messages and " +
+                std::to_string(limits_.max_bytes_per_recipient) + " bytes"};
+  }
+  const std::size_t record_size = log::append_record_size(payload.size());
+  if (record_size - log::kFrameSize > log::kMaxBodySize) {
+    ++stats_.unavailable;
+    return {core::AppendStatus::Unavailable, 0, "the message is larger than the message log takes"};
+  }
+  if (end_offset() + record_size > options_.segment_bytes && end_offset() > log::kHeaderSize) {
+    // Roll over: what is buffered goes to the full segment (made durable by the next commit).
+    if (auto written = write_buffer(); !written) {
+      ++stats_.unavailable;
+      return {core::AppendStatus::Unavailable, 0, "the message store cannot write: " + written.error().message};
+    }
+    if (auto started = start_segment(); !started) {
+      ++stats_.unavailable;
+      return {core::AppendStatus::Unavailable, 0, "the message store cannot write: " + started.error().message};
+    }
+  }
+  const std::uint64_t sequence = next_sequence_++;
+  log::AppendRecord record{sequence,
+                           delivery.recipient,
+                           delivery.sender,
+                           delivery.message_id,
+                           receipt_requested,
+                           limits_.ttl_ms > 0 ? now_ms + limits_.ttl_ms : 0,
+                           now_ms,
+                           payload};
+  Entry entry{delivery.sender, receipt_requested, static_cast<std::uint32_t>(payload.size()), delivery.message_id,
+              record.expires_at_ms, active_, end_offset()};
+  log::encode(record, buffer_);
+  hold(delivery.recipient, sequence, entry, record_size);
+  if (delivery.message_id != 0) seen_.add(delivery.sender, delivery.message_id, sequence, now_ms);
+  batch_appended_.push_back(Appended{delivery.recipient, sequence});
+  dirty_ = true;
+  ++stats_.stored;
+  ++stats_.held_messages;
+  stats_.held_bytes += payload.size();
+  if (sync_ == SyncMode::Always) {
+    if (auto committed = commit(); !committed) return {core::AppendStatus::Unavailable, 0, committed.error().message};
+  }
+  return {core::AppendStatus::Stored, sequence, {}};
+}
+
+std::optional<core::StoredMessage> LogStore::acknowledge(core::ClientId recipient, std::uint64_t sequence) {
+  auto inbox = inboxes_.find(recipient);
+  if (inbox == inboxes_.end()) return std::nullopt;
+  auto it = inbox->second.messages.find(sequence);
+  if (it == inbox->second.messages.end()) return std::nullopt;
+  const std::uint64_t bytes = it->second.payload_size;
+  log::encode(log::RemoveRecord{sequence, recipient}, buffer_);
+  core::StoredMessage acked = release(recipient, it, active_);
+  dirty_ = true;
+  ++stats_.acknowledged;
+  --stats_.held_messages;
+  stats_.held_bytes -= bytes;
+  // An acknowledgement lost in a crash only means one redelivery: no need to fail on it.
+  if (auto committed = commit_if_always(); !committed) spdlog::warn("store: {}", committed.error().message);
+  return acked;
+}
+
+std::vector<std::uint8_t> LogStore::read_payload(const Entry& entry) const {
+  std::vector<std::uint8_t> payload(entry.payload_size);
+  const std::uint64_t at = entry.offset + log::kPayloadOffset;
+  const Segment& segment = segments_.at(entry.segment);
+  if (entry.segment == active_ && entry.offset >= segment.written) {
+    const std::size_t from = static_cast<std::size_t>(at - segment.written);
+    std::copy_n(buffer_.begin() + static_cast<std::ptrdiff_t>(from), payload.size(), payload.begin());
+  } else if (!payload.empty() && !read_at(segment.fd, payload.data(), payload.size(), at)) {
+    // The page cache holds what was written; a failed read here is a failing disk.
+    spdlog::error("message log: reading {} bytes at {} of {}: {}", payload.size(), at, segment_path(entry.segment),
+                  errno_text());
+  }
+  return payload;
+}
+
+std::vector<core::StoredMessage> LogStore::pending(core::ClientId recipient, std::uint64_t after, std::size_t limit) {
+  std::vector<core::StoredMessage> out;
+  auto inbox = inboxes_.find(recipient);
+  if (inbox == inboxes_.end()) return out;
+  for (auto it = inbox->second.messages.upper_bound(after); it != inbox->second.messages.end() && out.size() < limit;
+       ++it) {
+    core::StoredMessage m = describe(recipient, it->first, it->second);
+    m.payload = read_payload(it->second);
+    out.push_back(std::move(m));
+  }
+  return out;
+}
+
+std::vector<core::StoredMessage> LogStore::expire(std::int64_t now_ms) {
+  std::vector<core::StoredMessage> out;
+  prune_dedupe(now_ms);
+  while (!deadlines_.empty() && std::get<0>(*deadlines_.begin()) <= now_ms) {
+    auto [deadline, sequence, recipient] = *deadlines_.begin();
+    Inbox& inbox = inboxes_.at(recipient);
+    auto it = inbox.messages.find(sequence);
+    const std::uint64_t bytes = it->second.payload_size;
+    log::encode(log::RemoveRecord{sequence, recipient}, buffer_);
+    out.push_back(release(recipient, it, active_));
+    --stats_.held_messages;
+    stats_.held_bytes -= bytes;
+  }
+  if (!out.empty()) {
+    dirty_ = true;
+    stats_.expired += out.size();
+    if (auto committed = commit_if_always(); !committed) spdlog::warn("store: {}", committed.error().message);
+  }
+  return out;
+}
+
+Result<void, Error> LogStore::commit_if_always() {
+  if (sync_ != SyncMode::Always) return {};
+  return commit();
+}
+
+Result<void, Error> LogStore::write_buffer() {
+  if (buffer_.empty()) return {};
+  Segment& segment = segments_.at(active_);
+  if (!write_at(segment.fd, buffer_.data(), buffer_.size(), segment.written)) {
+    return make_error("writing " + segment_path(active_) + ": " + errno_text());
+  }
+  segment.written += buffer_.size();
+  buffer_.clear();
+  return {};
+}
+
+Result<void, Error> LogStore::commit() {
+  if (!dirty_) return {};
+  auto fail = [this](std::string what) -> Result<void, Error> {
+    std::string message = "the message store cannot commit: " + std::move(what);
+    rollback();
+    ++stats_.unavailable;
+    return make_error(std::move(message));
+  };
+  if (auto written = write_buffer(); !written) return fail(written.error().message);
+  for (auto& [id, segment] : segments_) {
+    if (segment.synced == segment.written) continue;
+    if (sync_ != SyncMode::Off && ::fdatasync(segment.fd) != 0) {
+      return fail("syncing " + segment_path(id) + ": " + errno_text());
+    }
+    segment.synced = segment.written;
+  }
+  dirty_ = false;
+  batch_appended_.clear();
+  batch_moved_.clear();
+  ++stats_.commits;
+  // Only now are the copies made by compaction on disk, so only now may their originals go.
+  if (reclaim_due_) reclaim();
+  compact();
+  return {};
+}
+
+void LogStore::rollback() {
+  // The batch's records are cut off the files; its messages were never acknowledged to anyone.
+  buffer_.clear();
+  for (auto& [id, segment] : segments_) {
+    if (segment.written == segment.synced) continue;
+    if (::ftruncate(segment.fd, static_cast<off_t>(segment.synced)) != 0) {
+      spdlog::error("message log: truncating {} after a failed commit: {}", segment_path(id), errno_text());
+    }
+    segment.written = segment.synced;
+  }
+  for (const Moved& m : batch_moved_) {
+    auto inbox = inboxes_.find(m.recipient);
+    if (inbox == inboxes_.end()) continue;
+    auto it = inbox->second.messages.find(m.sequence);
+    if (it == inbox->second.messages.end()) continue;
+    const std::uint64_t record = log::append_record_size(it->second.payload_size);
+    Segment& from = segments_.at(it->second.segment);
+    from.live -= 1;
+    from.live_bytes -= record;
+    Segment& back = segments_.at(m.segment);
+    back.live += 1;
+    back.live_bytes += record;
+    it->second.segment = m.segment;
+    it->second.offset = m.offset;
+  }
+  for (const Appended& a : batch_appended_) {
+    auto inbox = inboxes_.find(a.recipient);
+    if (inbox == inboxes_.end()) continue;
+    auto it = inbox->second.messages.find(a.sequence);
+    if (it == inbox->second.messages.end()) continue;
+    if (it->second.message_id != 0) seen_.forget(it->second.sender, it->second.message_id);
+    const std::uint64_t bytes = it->second.payload_size;
+    release(a.recipient, it, it->second.segment);
+    --stats_.stored;
+    --stats_.held_messages;
+    stats_.held_bytes -= bytes;
+  }
+  batch_appended_.clear();
+  batch_moved_.clear();
+  dirty_ = false;
+}
+
+void LogStore::reclaim() {
+  reclaim_due_ = false;
+  for (;;) {
+    std::vector<std::uint64_t> doomed;
+    for (const auto& [id, segment] : segments_) {
+      if (id == active_ || segment.live != 0) continue;
+      bool needed = std::any_of(segment.cancels_into.begin(), segment.cancels_into.end(),
+                                [this](std::uint64_t older) { return segments_.count(older) != 0; });
+      if (!needed) doomed.push_back(id);
+    }
+    if (doomed.empty()) return;
+    for (std::uint64_t id : doomed) {
+      ::close(segments_.at(id).fd);
+      segments_.erase(id);
+      if (::unlink(segment_path(id).c_str()) != 0) {
+        spdlog::warn("message log: deleting {}: {}", segment_path(id), errno_text());
+      }
+    }
+    // A segment that cancels records of these may go only once their deletion is on disk too;
+    // otherwise a crash could bring back messages whose removal it alone recorded.
+    if (sync_ != SyncMode::Off) ::fsync(dir_fd_);
+  }
+}
+
+void LogStore::compact() {
+  // One mostly empty old segment per commit: its held messages are copied to the active segment
+  // with their sequence, and the old file goes at a later commit, once the copies are on disk.
+  for (auto& [id, segment] : segments_) {
+    // The segment just closed still holds what is in flight, and acknowledged in a moment: only one
+    // a whole segment of traffic behind the active one holds messages that are waiting.
+    if (id + 1 >= active_) break;
+    if (segment.live == 0) continue;
+    if (segment.written < options_.segment_bytes / 2 || segment.live_bytes * 4 > segment.written) continue;
+    Mapping map(segment.fd, static_cast<std::size_t>(segment.written));
+    if (!map.ok()) return;
+    std::span<const std::uint8_t> bytes = map.bytes();
+    std::size_t offset = log::kHeaderSize;
+    while (offset < bytes.size() && segment.live > 0) {
+      log::DecodeResult decoded = log::decode(bytes.subspan(offset));
+      if (decoded.status != log::DecodeStatus::Ok) break;
+      const log::Decoded& r = decoded.record;
+      if (r.type == log::RecordType::Append) {
+        auto inbox = inboxes_.find(r.append.recipient);
+        if (inbox != inboxes_.end()) {
+          auto it = inbox->second.messages.find(r.append.sequence);
+          if (it != inbox->second.messages.end() && it->second.segment == id && it->second.offset == offset) {
+            batch_moved_.push_back(Moved{r.append.recipient, r.append.sequence, id, offset});
+            Segment& active = segments_.at(active_);
+            it->second.segment = active_;
+            it->second.offset = end_offset();
+            buffer_.insert(buffer_.end(), bytes.begin() + static_cast<std::ptrdiff_t>(offset),
+                           bytes.begin() + static_cast<std::ptrdiff_t>(offset + r.size));
+            segment.live -= 1;
+            segment.live_bytes -= r.size;
+            active.live += 1;
+            active.live_bytes += r.size;
+          }
+        }
+      }
+      offset += r.size;
+    }
+    dirty_ = true;
+    reclaim_due_ = true;
+    return;
+  }
+}
+
+}  // namespace debra::store

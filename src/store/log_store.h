@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <tuple>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "core/message_store.h"
+#include "store/seen_ids.h"
+#include "store/sync_mode.h"
+
+namespace debra::store {
+
+// LogOptions: the shape of the log on disk and the memory it may use.
+struct LogOptions {
+  // A segment file is closed and a new one started once it holds this many bytes.
+  std::size_t segment_bytes = 64 * 1024 * 1024;
+  // At most this many ranges of consecutive message ids (SeenIds) are remembered for deduplication,
+  // about 64 bytes each; StoreLimits::dedupe_window_ms bounds them in time as well.
+  std::size_t dedupe_max_ranges = 1 << 20;
+};
+
+// LogRecovery: what open() found on disk, for the start-up log line and the tests.
+struct LogRecovery {
+  std::size_t segments = 0;
+  std::uint64_t records = 0;
+  std::uint64_t torn_bytes = 0;    // an interrupted write at the end of the newest segment, cut off
+  std::size_t corrupt_segments = 0;  // older segments with a bad record; what followed it was lost
+};
+
+// LogStore: the MessageStore as a segmented append-only log (DIR/log/*.seg) with the index of held
+// messages in memory. An accepted message is one Append record and its acknowledgement one Remove
+// record, written with a single write and one fdatasync per commit; nothing is updated in place.
+// A segment file is deleted once no message in it is held and no Remove in it still cancels a record
+// of an older segment on disk; a mostly empty old segment has its held messages copied forward so
+// that a few messages for an offline recipient cannot pin it (docs/architecture.md, "The message
+// log"). Memory: about 150 bytes per held message, plus the dedupe memory.
+class LogStore final : public core::MessageStore {
+ public:
+  static Result<std::unique_ptr<LogStore>, Error> open(const std::string& dir, SyncMode sync,
+                                                       core::StoreLimits limits, LogOptions options = {});
+  ~LogStore() override;
+  LogStore(const LogStore&) = delete;
+  LogStore& operator=(const LogStore&) = delete;
+
+  core::AppendResult append(const core::Delivery& delivery, std::span<const std::uint8_t> payload,
+                            bool receipt_requested, std::int64_t now_ms) override;
+  std::optional<core::StoredMessage> acknowledge(core::ClientId recipient, std::uint64_t sequence) override;
+  std::vector<core::StoredMessage> pending(core::ClientId recipient, std::uint64_t after, std::size_t limit) override;
+  std::vector<core::StoredMessage> expire(std::int64_t now_ms) override;
+  Result<void, Error> commit() override;
+  bool dirty() const override { return dirty_; }
+  core::StoreStats stats() const override { return stats_; }
+
+  const LogRecovery& recovery() const { return recovery_; }
+  const std::string& directory() const { return dir_; }
+  std::size_t segment_count() const { return segments_.size(); }
+
+ private:
+  struct Segment {
+    int fd = -1;
+    std::uint64_t written = 0;  // bytes in the file
+    std::uint64_t synced = 0;   // bytes known to be on disk
+    std::uint64_t live = 0;     // held messages whose record is here
+    std::uint64_t live_bytes = 0;
+    // Older segments holding records that a Remove in this one cancels: this one must outlive them.
+    std::unordered_set<std::uint64_t> cancels_into;
+  };
+  struct Entry {
+    core::ClientId sender = 0;
+    bool receipt_requested = false;
+    std::uint32_t payload_size = 0;
+    std::uint64_t message_id = 0;
+    std::int64_t expires_at_ms = 0;
+    std::uint64_t segment = 0;
+    std::uint64_t offset = 0;  // of the record in its segment
+  };
+  struct Inbox {
+    std::map<std::uint64_t, Entry> messages;
+    std::uint64_t bytes = 0;
+  };
+  // Undo: what a failed commit takes back.
+  struct Appended {
+    core::ClientId recipient;
+    std::uint64_t sequence;
+  };
+  struct Moved {
+    core::ClientId recipient;
+    std::uint64_t sequence;
+    std::uint64_t segment;
+    std::uint64_t offset;
+  };
+  using Deadline = std::tuple<std::int64_t, std::uint64_t, core::ClientId>;
+
+  LogStore(std::string dir, SyncMode sync, core::StoreLimits limits, LogOptions options);
+  Result<void, Error> recover();
+  Result<void, Error> replay(std::uint64_t id, Segment& segment, bool newest);
+  Result<void, Error> start_segment();
+  Result<void, Error> write_buffer();
+  std::string segment_path(std::uint64_t id) const;
+  std::uint64_t end_offset() const;
+
+  void hold(core::ClientId recipient, std::uint64_t sequence, const Entry& entry, std::size_t record_size);
+  // The message an entry stands for, without its payload.
+  static core::StoredMessage describe(core::ClientId recipient, std::uint64_t sequence, const Entry& entry);
+  core::StoredMessage release(core::ClientId recipient, std::map<std::uint64_t, Entry>::iterator it,
+                              std::uint64_t removed_in);
+  void prune_dedupe(std::int64_t now_ms);
+  std::vector<std::uint8_t> read_payload(const Entry& entry) const;
+  void rollback();
+  void reclaim();
+  void compact();
+  Result<void, Error> commit_if_always();
+
+  std::string dir_;
+  SyncMode sync_;
+  core::StoreLimits limits_;
+  LogOptions options_;
+  int dir_fd_ = -1;
+  std::map<std::uint64_t, Segment> segments_;
+  std::uint64_t active_ = 0;
+  std::vector<std::uint8_t> buffer_;  // records for the active segment, not written yet
+  bool dirty_ = false;
+  bool reclaim_due_ = false;
+  std::uint64_t next_sequence_ = 1;
+  std::unordered_map<core::ClientId, Inbox> inboxes_;
+  std::set<Deadline> deadlines_;
+  SeenIds seen_;
+  std::int64_t last_prune_ms_ = 0;
+  std::vector<Appended> batch_appended_;
+  std::vector<Moved> batch_moved_;
+  core::StoreStats stats_;
+  LogRecovery recovery_;
+};
+
+}  // namespace debra::store

@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: MIT
+//
+// What only the message log has: recovery from what a crash leaves, segment deletion and compaction.
+// The promises every store keeps are in message_store_test.cc.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "store/log_format.h"
+#include "store/log_store.h"
+#include "store_test_support.h"
+
+namespace debra::store {
+namespace {
+
+namespace fs = std::filesystem;
+using core::AppendStatus;
+
+class TempDir : public testing::TempDir {
+ public:
+  std::vector<fs::path> segments() const {
+    std::vector<fs::path> out;
+    for (const auto& e : fs::directory_iterator(path() + "/log")) out.push_back(e.path());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+};
+
+core::Delivery delivery(core::ClientId sender, core::ClientId recipient, std::uint64_t message_id) {
+  return core::Delivery{sender, recipient, message_id, nullptr};
+}
+
+std::vector<std::uint8_t> bytes(std::string_view text) { return {text.begin(), text.end()}; }
+std::string text(const std::vector<std::uint8_t>& b) { return {b.begin(), b.end()}; }
+
+std::unique_ptr<LogStore> open_log(const std::string& dir, LogOptions options = {}, core::StoreLimits limits = {}) {
+  auto store = LogStore::open(dir, SyncMode::Batch, limits, options);
+  EXPECT_TRUE(store.has_value()) << (store ? "" : store.error().message);
+  return store ? std::move(*store) : nullptr;
+}
+
+LogOptions small_segments(std::size_t bytes = 4096) {
+  LogOptions options;
+  options.segment_bytes = bytes;
+  return options;
+}
+
+TEST(LogFormat, RecordsRoundTripAndEveryDamagedByteIsCaught) {
+  std::vector<std::uint8_t> out;
+  auto payload = bytes("hello");
+  log::encode(log::AppendRecord{7, 9, 3, 0xfedcba9876543210ULL, true, -5, 1234, payload}, out);
+  const std::size_t append_size = out.size();
+  EXPECT_EQ(append_size, log::append_record_size(payload.size()));
+  log::encode(log::RemoveRecord{7, 9}, out);
+  EXPECT_EQ(out.size() - append_size, log::kRemoveRecordSize);
+
+  auto first = log::decode(out);
+  ASSERT_EQ(first.status, log::DecodeStatus::Ok);
+  EXPECT_EQ(first.record.size, append_size);
+  const auto& a = first.record.append;
+  EXPECT_EQ(a.sequence, 7u);
+  EXPECT_EQ(a.recipient, 9);
+  EXPECT_EQ(a.sender, 3);
+  EXPECT_EQ(a.message_id, 0xfedcba9876543210ULL);
+  EXPECT_TRUE(a.receipt_requested);
+  EXPECT_EQ(a.expires_at_ms, -5);
+  EXPECT_EQ(a.accepted_at_ms, 1234);
+  EXPECT_EQ(std::string(a.payload.begin(), a.payload.end()), "hello");
+  auto second = log::decode(std::span(out).subspan(append_size));
+  ASSERT_EQ(second.status, log::DecodeStatus::Ok);
+  EXPECT_EQ(second.record.type, log::RecordType::Remove);
+  EXPECT_EQ(second.record.remove.sequence, 7u);
+
+  for (std::size_t cut = 0; cut < append_size; ++cut) {
+    EXPECT_EQ(log::decode(std::span(out).first(cut)).status, log::DecodeStatus::Truncated) << cut;
+  }
+  for (std::size_t i = 0; i < append_size; ++i) {
+    auto damaged = out;
+    damaged[i] ^= 0x40;
+    EXPECT_NE(log::decode(damaged).status, log::DecodeStatus::Ok) << "byte " << i;
+  }
+}
+
+TEST(LogStore, AnInterruptedWriteIsCutOffAndEverythingCommittedSurvives) {
+  TempDir dir;
+  {
+    auto store = open_log(dir.path());
+    for (std::uint64_t i = 1; i <= 3; ++i) store->append(delivery(1, 2, i), bytes("m" + std::to_string(i)), false, 0);
+    ASSERT_TRUE(store->commit());
+  }
+  // Half a record at the end, as a crash in the middle of a write leaves it.
+  std::vector<std::uint8_t> record;
+  log::encode(log::AppendRecord{99, 2, 1, 4, false, 0, 0, bytes("never committed")}, record);
+  {
+    std::ofstream out(dir.segments().back(), std::ios::binary | std::ios::app);
+    out.write(reinterpret_cast<const char*>(record.data()), static_cast<std::streamsize>(record.size() / 2));
+  }
+  {
+    auto store = open_log(dir.path());
+    EXPECT_EQ(store->recovery().torn_bytes, record.size() / 2);
+    auto pending = store->pending(2, 0, 10);
+    ASSERT_EQ(pending.size(), 3u);
+    EXPECT_EQ(text(pending[2].payload), "m3");
+    auto next = store->append(delivery(1, 2, 5), bytes("after"), false, 0);
+    EXPECT_EQ(next.status, AppendStatus::Stored);
+    ASSERT_TRUE(store->commit());
+  }
+  auto store = open_log(dir.path());
+  EXPECT_EQ(store->recovery().torn_bytes, 0u);
+  auto pending = store->pending(2, 0, 10);
+  ASSERT_EQ(pending.size(), 4u);
+  EXPECT_EQ(text(pending[3].payload), "after");
+}
+
+TEST(LogStore, SegmentsGoOnceEveryMessageInThemIsAcknowledgedAndSequencesStayUnique) {
+  TempDir dir;
+  std::vector<std::uint64_t> sequences;
+  std::vector<std::uint8_t> payload(200, 'x');
+  {
+    auto store = open_log(dir.path(), small_segments());
+    for (std::uint64_t i = 1; i <= 100; ++i) sequences.push_back(store->append(delivery(1, 2, i), payload, false, 0).sequence);
+    ASSERT_TRUE(store->commit());
+    EXPECT_GT(store->segment_count(), 4u);
+    for (std::uint64_t s : sequences) ASSERT_TRUE(store->acknowledge(2, s).has_value());
+    ASSERT_TRUE(store->commit());
+    EXPECT_EQ(store->segment_count(), 1u) << "only the segment being written remains";
+    EXPECT_EQ(dir.segments().size(), 1u);
+  }
+  auto store = open_log(dir.path(), small_segments());
+  EXPECT_TRUE(store->pending(2, 0, 1000).empty());
+  EXPECT_EQ(store->stats().held_messages, 0u);
+  EXPECT_GT(store->append(delivery(1, 2, 500), payload, false, 0).sequence, sequences.back());
+}
+
+TEST(LogStore, ARemovalIsNeverForgottenBeforeTheMessageItRemoves) {
+  TempDir dir;
+  std::vector<std::uint8_t> payload(200, 'x');
+  {
+    auto store = open_log(dir.path(), small_segments());
+    // The first segment: messages for 2, and enough for the offline 7 that it stays as it is.
+    std::vector<std::uint64_t> for_two;
+    for (std::uint64_t i = 1; i <= 16; ++i) {
+      auto s = store->append(delivery(1, i % 3 == 0 ? 7 : 2, i), payload, false, 0).sequence;
+      if (i % 3 != 0) for_two.push_back(s);
+    }
+    ASSERT_EQ(store->segment_count(), 1u);
+    for_two.push_back(store->append(delivery(1, 2, 17), payload, false, 0).sequence);
+    ASSERT_TRUE(store->commit());
+    ASSERT_EQ(store->segment_count(), 2u);
+    // 2 takes its messages: the removals go into the second segment, which then fills with
+    // traffic that is taken at once, and the log moves on.
+    for (std::uint64_t s : for_two) store->acknowledge(2, s);
+    for (std::uint64_t i = 18; i <= 60; ++i) {
+      auto s = store->append(delivery(1, 2, i), payload, false, 0).sequence;
+      store->acknowledge(2, s);
+    }
+    ASSERT_TRUE(store->commit());
+    // Nothing of the second segment is held, but it alone says that 2's first messages are gone.
+    EXPECT_TRUE(fs::exists(dir.path() + "/log/00000000000000000002.seg"));
+  }
+  auto store = open_log(dir.path(), small_segments());
+  EXPECT_TRUE(store->pending(2, 0, 1000).empty()) << "acknowledged messages came back";
+  EXPECT_EQ(store->pending(7, 0, 1000).size(), 5u);
+}
+
+TEST(LogStore, AFewMessagesForAnOfflineRecipientDoNotPinTheirSegment) {
+  TempDir dir;
+  std::vector<std::uint8_t> payload(200, 'x');
+  std::uint64_t kept = 0;
+  {
+    auto store = open_log(dir.path(), small_segments());
+    kept = store->append(delivery(1, 99, 1), bytes("for the offline one"), true, 0).sequence;
+    // Traffic that is acknowledged at once, many segments' worth.
+    for (std::uint64_t i = 2; i <= 2000; ++i) {
+      auto s = store->append(delivery(1, 2, i), payload, false, 0).sequence;
+      ASSERT_TRUE(store->commit());
+      store->acknowledge(2, s);
+      ASSERT_TRUE(store->commit());
+    }
+    EXPECT_LE(store->segment_count(), 3u);
+  }
+  EXPECT_FALSE(fs::exists(dir.path() + "/log/00000000000000000001.seg")) << "the first segment was compacted away";
+  EXPECT_LE(dir.segments().size(), 3u);
+  auto store = open_log(dir.path(), small_segments());
+  auto pending = store->pending(99, 0, 10);
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].sequence, kept);
+  EXPECT_TRUE(pending[0].receipt_requested);
+  EXPECT_EQ(text(pending[0].payload), "for the offline one");
+  EXPECT_EQ(store->stats().held_messages, 1u);
+}
+
+TEST(LogStore, ADamagedOlderSegmentIsReportedAndTheRestIsServed) {
+  TempDir dir;
+  std::vector<std::uint8_t> payload(200, 'x');
+  {
+    auto store = open_log(dir.path(), small_segments());
+    for (std::uint64_t i = 1; i <= 60; ++i) store->append(delivery(1, 2, i), payload, false, 0);
+    ASSERT_TRUE(store->commit());
+  }
+  auto segments = dir.segments();
+  ASSERT_GE(segments.size(), 3u);
+  {
+    // One flipped bit in the middle of the first segment.
+    std::fstream f(segments.front(), std::ios::binary | std::ios::in | std::ios::out);
+    f.seekg(2000);
+    char c = 0;
+    f.read(&c, 1);
+    c ^= 0x01;
+    f.seekp(2000);
+    f.write(&c, 1);
+  }
+  auto store = open_log(dir.path(), small_segments());
+  EXPECT_EQ(store->recovery().corrupt_segments, 1u);
+  auto pending = store->pending(2, 0, 1000);
+  EXPECT_LT(pending.size(), 60u);
+  EXPECT_GT(pending.size(), 40u);
+  EXPECT_EQ(pending.back().message_id, 60u) << "later segments are read in full";
+  EXPECT_EQ(store->append(delivery(1, 2, 61), payload, false, 0).status, AppendStatus::Stored);
+}
+
+TEST(LogStore, RetriesOfHeldMessagesAreRecognisedAfterARestart) {
+  TempDir dir;
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  std::uint64_t first = 0;
+  {
+    auto store = open_log(dir.path());
+    first = store->append(delivery(1, 2, 77), bytes("a"), false, now).sequence;
+    ASSERT_TRUE(store->commit());
+  }
+  auto store = open_log(dir.path());
+  auto again = store->append(delivery(1, 2, 77), bytes("a"), false, now);
+  EXPECT_EQ(again.status, AppendStatus::Duplicate);
+  EXPECT_EQ(again.sequence, first);
+}
+
+TEST(LogStore, TheDedupeMemoryIsBounded) {
+  TempDir dir;
+  LogOptions options;
+  options.dedupe_max_ranges = 10;
+  auto store = open_log(dir.path(), options);
+  // Ids that do not count up: a range each.
+  for (std::uint64_t i = 1; i <= 20; ++i) store->append(delivery(1, 2, i * 10), bytes("a"), false, static_cast<std::int64_t>(i));
+  EXPECT_EQ(store->append(delivery(1, 2, 200), bytes("a"), false, 21).status, AppendStatus::Duplicate);
+  EXPECT_EQ(store->append(delivery(1, 2, 10), bytes("a"), false, 22).status, AppendStatus::Stored)
+      << "the least recently used ids are forgotten first";
+}
+
+TEST(LogStore, ANonSegmentFileInTheLogIsAClearError) {
+  TempDir dir;
+  fs::create_directory(dir.path() + "/log");
+  std::ofstream(dir.path() + "/log/00000000000000000001.seg") << "this is not a segment, but long enough to be one";
+  auto store = LogStore::open(dir.path(), SyncMode::Batch, {});
+  ASSERT_FALSE(store.has_value());
+  EXPECT_NE(store.error().message.find("00000000000000000001.seg"), std::string::npos) << store.error().message;
+}
+
+}  // namespace
+}  // namespace debra::store
