@@ -24,7 +24,8 @@ struct Outcome {
 std::string summarize(const debra::server::ServerConfig& c) {
   std::ostringstream s;
   s << c.listen.to_string() << ' ' << c.data_dir << ' ' << c.cert_file << ' ' << c.key_file << ' '
-    << c.token_secret_file << ' ' << c.shutdown_timeout_ms << ' ' << c.durable << ' ' << static_cast<int>(c.sync)
+    << c.token_secret_file << ' ' << c.shutdown_timeout_ms << ' ' << static_cast<int>(c.store_kind) << ' '
+    << static_cast<int>(c.sync)
     << ' ' << c.store.max_messages_per_recipient << ' ' << c.store.max_bytes_per_recipient << ' ' << c.store.ttl_ms
     << ' ' << c.session.max_frame_size << ' ' << c.session.delivery_lanes << ' ' << c.session.require_token << ' '
     << c.session.allow_legacy << ' ' << c.router.max_queued_bytes << ' ' << c.quic.retry_threshold << ' '

@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev   # QUIC + TLS
   libflatbuffers-dev flatbuffers-compiler                      # wire format
-  libsqlite3-dev                                               # the message store
+  libsqlite3-dev                                               # the SQLite message store (--store sqlite)
   libtomlplusplus-dev                                          # the send policy file, --config
   libspdlog-dev libfmt-dev libcli11-dev                        # logs, flags
   libcpp-httplib-dev                                           # the metrics endpoint

@@ -72,10 +72,11 @@ ServerOptions::ServerOptions(CLI::App& app) : ttl_s_(static_cast<double>(config_
   app.add_flag("--metrics-allow-remote", metrics_allow_remote_,
                "Allow --metrics-listen on a non-loopback address (the endpoint has no authentication)");
   app.add_option("--store", store_kind_,
-                 "sqlite: keep every accepted message until its recipient acknowledges it; none: forward to "
-                 "online recipients only, as the original debra did")
+                 "log: keep every accepted message in the message log (DATA_DIR/log/) until its recipient "
+                 "acknowledges it; sqlite: the same in SQLite (DATA_DIR/messages.db); none: forward to online "
+                 "recipients only, as the original debra did")
       ->capture_default_str()
-      ->check(CLI::IsMember({"sqlite", "none"}));
+      ->check(CLI::IsMember({"log", "sqlite", "none"}));
   app.add_option("--sync", sync_,
                  "always: fsync every message before acknowledging it; batch: one fsync per event-loop "
                  "iteration; off: no fsync (survives a router crash, not a machine crash)")
@@ -150,7 +151,9 @@ Result<ServerConfig, Error> ServerOptions::finish() {
     }
     config_.metrics_listen = *metrics_address;
   }
-  config_.durable = store_kind_ == "sqlite";
+  config_.store_kind = store_kind_ == "log"      ? StoreKind::Log
+                       : store_kind_ == "sqlite" ? StoreKind::Sqlite
+                                                 : StoreKind::None;
   config_.sync = *store::parse_sync_mode(sync_);
   config_.store.ttl_ms = static_cast<std::int64_t>(ttl_s_ * 1000);
   config_.quic.transport.idle_timeout = idle_timeout_s_ * quic::kSecond;

@@ -33,7 +33,7 @@ class ServerOptions {
   std::uint32_t handshake_timeout_s_ = 10;
   std::string metrics_listen_;
   bool metrics_allow_remote_ = false;
-  std::string store_kind_ = "sqlite";
+  std::string store_kind_ = "log";
   std::string sync_ = "batch";
   double ttl_s_ = 0;
   std::string auth_mode_ = "none";

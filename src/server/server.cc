@@ -18,6 +18,8 @@
 #include "policy/policy_file.h"
 #include "metrics/exposition.h"
 #include "metrics/http_exporter.h"
+#include "store/log_store.h"
+#include "store/sqlite_store.h"
 #include "util/log.h"
 
 namespace debra::server {
@@ -61,6 +63,41 @@ Result<std::array<std::uint8_t, 32>, Error> load_or_create_secret(const fs::path
   close(fd);
   if (!ok) return make_error(path.string() + ": write failed");
   return secret;
+}
+
+// The store --store names, opened and recovered; null for --store none.
+Result<std::unique_ptr<core::MessageStore>, Error> open_store(const ServerConfig& config) {
+  std::unique_ptr<core::MessageStore> opened;
+  std::string where;
+  if (config.store_kind == StoreKind::Sqlite) {
+    auto sqlite = store::SqliteStore::open(config.data_dir, config.sync, config.store);
+    if (!sqlite) return Unexpected{sqlite.error()};
+    opened = std::move(*sqlite);
+    where = config.data_dir + "/messages.db";
+  } else if (config.store_kind == StoreKind::Log) {
+    // Messages that a router run with --store sqlite accepted must not be left behind unseen.
+    const fs::path sqlite_file = fs::path(config.data_dir) / "messages.db";
+    if (fs::exists(sqlite_file)) {
+      auto sqlite = store::SqliteStore::open(config.data_dir, store::SyncMode::Off, config.store);
+      if (sqlite && (*sqlite)->stats().held_messages > 0) {
+        return make_error(sqlite_file.string() + " holds " + std::to_string((*sqlite)->stats().held_messages) +
+                          " undelivered messages from --store sqlite: run with --store sqlite until they are "
+                          "delivered, or move the file away");
+      }
+    }
+    auto log = store::LogStore::open(config.data_dir, config.sync, config.store);
+    if (!log) return Unexpected{log.error()};
+    const store::LogRecovery& recovered = (*log)->recovery();
+    where = (*log)->directory() + " (" + std::to_string(recovered.segments) + " segments, " +
+            std::to_string(recovered.records) + " records read)";
+    opened = std::move(*log);
+  } else {
+    return opened;
+  }
+  auto stats = opened->stats();
+  spdlog::info("message store {}: {} messages ({} bytes) held, sync {}", where, stats.held_messages,
+               stats.held_bytes, store::to_string(config.sync));
+  return opened;
 }
 
 }  // namespace
@@ -111,17 +148,10 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
     return make_error("the outbound queue limit must be at least the maximum frame size");
   }
 
-  std::unique_ptr<store::SqliteStore> message_store;
-  if (config.durable) {
-    auto opened = store::SqliteStore::open(config.data_dir, config.sync, config.store);
-    if (!opened) return Unexpected{opened.error()};
-    message_store = std::move(*opened);
-    auto stats = message_store->stats();
-    spdlog::info("message store {}/messages.db: {} messages ({} bytes) held, sync {}", config.data_dir,
-                 stats.held_messages, stats.held_bytes, store::to_string(config.sync));
-  }
+  auto message_store = open_store(config);
+  if (!message_store) return Unexpected{message_store.error()};
 
-  std::unique_ptr<Server> server(new Server(std::move(config), std::move(*tls), std::move(message_store)));
+  std::unique_ptr<Server> server(new Server(std::move(config), std::move(*tls), std::move(*message_store)));
   Server* raw = server.get();
   auto endpoint = quic::ServerEndpoint::create(raw->loop_, raw->config_.quic, raw->tls_,
                                                [raw](quic::Connection& c) { return raw->accept(c); });
@@ -136,7 +166,7 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
   return server;
 }
 
-Server::Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<store::SqliteStore> store)
+Server::Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<core::MessageStore> store)
     : config_(std::move(config)), tls_(std::move(tls)), store_(std::move(store)),
       router_(config_.router, store_.get()), rate_limiting_(config_.rate_limits) {
   router_.set_policy(std::move(config_.policy));  // the router holds the policy in force from here on

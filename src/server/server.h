@@ -14,13 +14,20 @@
 #include "quic/server_endpoint.h"
 #include "quic/tls.h"
 #include "server/session_bridge.h"
-#include "store/sqlite_store.h"
+#include "store/sync_mode.h"
 
 namespace debra::metrics {
 class HttpExporter;
 }
 
 namespace debra::server {
+
+// StoreKind: --store (docs/protocol.md, "Durability").
+enum class StoreKind {
+  None,    // forward to online recipients only
+  Log,     // the message log, DATA_DIR/log/ (the default)
+  Sqlite,  // SQLite, DATA_DIR/messages.db
+};
 
 // ServerConfig: everything the router needs to run; filled from flags by main.cc.
 struct ServerConfig {
@@ -45,9 +52,9 @@ struct ServerConfig {
   core::SendPolicy policy;
   // shutdown_timeout_ms: how long a graceful shutdown may take before the process exits anyway.
   std::uint32_t shutdown_timeout_ms = 3000;
-  // durable: keep every accepted message in data_dir/messages.db until its recipient acknowledges
-  // it. false: the original debra's semantics (forward to online recipients, drop the rest).
-  bool durable = true;
+  // store: where every accepted message is kept until its recipient acknowledges it; None is the
+  // original debra's semantics (forward to online recipients, drop the rest).
+  StoreKind store_kind = StoreKind::Log;
   store::SyncMode sync = store::SyncMode::Batch;
   core::StoreLimits store;
   SessionConfig session;
@@ -75,7 +82,7 @@ class Server {
   void run();
 
  private:
-  Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<store::SqliteStore> store);
+  Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<core::MessageStore> store);
   void schedule_expiry();
   quic::ConnectionHandler* accept(quic::Connection& connection);
   void reload_policy();
@@ -88,7 +95,7 @@ class Server {
   ServerConfig config_;
   quic::TlsServerContext tls_;
   net::EventLoop loop_;
-  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<core::MessageStore> store_;
   core::Router router_;
   net::EventLoop::TimerId expiry_timer_ = 0;
   SessionCounters counters_;

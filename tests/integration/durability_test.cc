@@ -31,20 +31,31 @@ std::vector<Message> drain(Client& client, std::chrono::milliseconds quiet, std:
   return out;
 }
 
+// Every test runs against each durable store (--store log, the default, and --store sqlite).
+class Durability : public ::testing::TestWithParam<std::string> {
+ protected:
+  ServerOptions with_store(std::vector<std::string> args = {}) const {
+    args.insert(args.begin(), {"--store", GetParam()});
+    return with_args(std::move(args));
+  }
+  // The file or directory the store keeps its messages in, as start-up errors name it.
+  std::string store_path() const { return GetParam() == "sqlite" ? "messages.db" : "/log"; }
+};
+
 // The payloads of the crash test: "m<index>".
 std::string payload_of(std::size_t i) { return "m" + std::to_string(i); }
 
 // B is offline; A pipelines 10,000 messages; the router is SIGKILLed part-way, at a random point,
 // and restarted. B must then receive every message A got an acknowledgement for, exactly once and in
 // order (messages the router stored but could not acknowledge before dying may arrive too).
-TEST(Durability, NothingAcknowledgedIsLostWhenTheRouterIsKilled) {
+TEST_P(Durability, NothingAcknowledgedIsLostWhenTheRouterIsKilled) {
   constexpr std::size_t kMessages = 10'000;
   constexpr std::size_t kWindow = 256;
   std::mt19937 rng(20261125);
   for (int round = 0; round < 3; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     ServerProcess server;
-    ASSERT_TRUE(server.start());
+    ASSERT_TRUE(server.start(with_store()));
     const std::size_t kill_after = std::uniform_int_distribution<std::size_t>(500, kMessages - 500)(rng);
     std::set<std::size_t> acknowledged;
     {
@@ -88,7 +99,7 @@ TEST(Durability, NothingAcknowledgedIsLostWhenTheRouterIsKilled) {
       ASSERT_TRUE(killed);
       in_flight.clear();
     }
-    ASSERT_TRUE(server.start());
+    ASSERT_TRUE(server.start(with_store()));
     auto b = connect_client(server, 2);
     ASSERT_NE(b, nullptr);
     auto received = drain(*b, std::chrono::milliseconds(3000));
@@ -108,9 +119,9 @@ TEST(Durability, NothingAcknowledgedIsLostWhenTheRouterIsKilled) {
   }
 }
 
-TEST(Durability, UnacknowledgedMessagesAreRedeliveredAfterAReconnect) {
+TEST_P(Durability, UnacknowledgedMessagesAreRedeliveredAfterAReconnect) {
   ServerProcess server;
-  ASSERT_TRUE(server.start());
+  ASSERT_TRUE(server.start(with_store()));
   auto a = connect_client(server, 1);
   ASSERT_NE(a, nullptr);
   ASSERT_EQ(await(a->send(2, "first")).status, SendStatus::Accepted);
@@ -136,9 +147,9 @@ TEST(Durability, UnacknowledgedMessagesAreRedeliveredAfterAReconnect) {
   EXPECT_TRUE(drain(*b2, std::chrono::milliseconds(300)).empty()) << "acknowledged messages came back";
 }
 
-TEST(Durability, RetriesWithTheSameMessageIdAreDeliveredOnce) {
+TEST_P(Durability, RetriesWithTheSameMessageIdAreDeliveredOnce) {
   ServerProcess server;
-  ASSERT_TRUE(server.start());
+  ASSERT_TRUE(server.start(with_store()));
   auto a = connect_client(server, 1);
   ASSERT_NE(a, nullptr);
   SendOptions same;
@@ -158,11 +169,11 @@ TEST(Durability, RetriesWithTheSameMessageIdAreDeliveredOnce) {
   EXPECT_EQ(got[1].text(), "next");
 }
 
-TEST(Durability, TheRetryOfAMessageLostWithTheRouterIsDeliveredOnce) {
+TEST_P(Durability, TheRetryOfAMessageLostWithTheRouterIsDeliveredOnce) {
   // The sender cannot know whether a message whose reply never came was stored: it resends with the
   // same id after the router restarts, and the recipient gets it once either way.
   ServerProcess server;
-  ASSERT_TRUE(server.start());
+  ASSERT_TRUE(server.start(with_store()));
   SendOptions same;
   same.message_id = 77;
   {
@@ -171,7 +182,7 @@ TEST(Durability, TheRetryOfAMessageLostWithTheRouterIsDeliveredOnce) {
     ASSERT_EQ(await(a->send(2, "maybe lost", same)).status, SendStatus::Accepted);
   }
   server.stop(SIGKILL);
-  ASSERT_TRUE(server.start());
+  ASSERT_TRUE(server.start(with_store()));
   auto a = connect_client(server, 1);
   ASSERT_NE(a, nullptr);
   ASSERT_EQ(await(a->send(2, "maybe lost", same)).status, SendStatus::Accepted);
@@ -180,9 +191,9 @@ TEST(Durability, TheRetryOfAMessageLostWithTheRouterIsDeliveredOnce) {
   EXPECT_EQ(drain(*b, std::chrono::milliseconds(500)).size(), 1u);
 }
 
-TEST(Durability, QuotaRefusesWithAClearReplyAndFreesOnAcknowledgement) {
+TEST_P(Durability, QuotaRefusesWithAClearReplyAndFreesOnAcknowledgement) {
   ServerProcess server;
-  ASSERT_TRUE(server.start(with_args({"--inbox-max-messages", "3"})));
+  ASSERT_TRUE(server.start(with_store({"--inbox-max-messages", "3"})));
   auto a = connect_client(server, 1);
   ASSERT_NE(a, nullptr);
   for (int i = 0; i < 3; ++i) ASSERT_EQ(await(a->send(2, "fits")).status, SendStatus::Accepted);
@@ -201,9 +212,9 @@ TEST(Durability, QuotaRefusesWithAClearReplyAndFreesOnAcknowledgement) {
   EXPECT_EQ(await(a->send(2, "room again")).status, SendStatus::Accepted);
 }
 
-TEST(Durability, ExpiredMessagesAreDroppedAndReportedToSendersThatAskedForAReceipt) {
+TEST_P(Durability, ExpiredMessagesAreDroppedAndReportedToSendersThatAskedForAReceipt) {
   ServerProcess server;
-  ASSERT_TRUE(server.start(with_args({"--message-ttl", "1"})));
+  ASSERT_TRUE(server.start(with_store({"--message-ttl", "1"})));
   auto a = connect_client(server, 1);
   ASSERT_NE(a, nullptr);
   std::promise<Receipt> receipt;
@@ -221,9 +232,9 @@ TEST(Durability, ExpiredMessagesAreDroppedAndReportedToSendersThatAskedForARecei
   EXPECT_NE(server.stderr_text().find("expired"), std::string::npos);
 }
 
-TEST(Durability, DeliveryReceiptArrivesWhenTheRecipientAcknowledges) {
+TEST_P(Durability, DeliveryReceiptArrivesWhenTheRecipientAcknowledges) {
   ServerProcess server;
-  ASSERT_TRUE(server.start());
+  ASSERT_TRUE(server.start(with_store()));
   auto a = connect_client(server, 1);
   ASSERT_NE(a, nullptr);
   std::promise<Receipt> receipt;
@@ -248,9 +259,9 @@ TEST(Durability, DeliveryReceiptArrivesWhenTheRecipientAcknowledges) {
   EXPECT_EQ(r.recipient, 2);
 }
 
-TEST(Durability, OfflineLegacyRecipientGetsItsMessagesWhenItConnects) {
+TEST_P(Durability, OfflineLegacyRecipientGetsItsMessagesWhenItConnects) {
   ServerProcess server;
-  ASSERT_TRUE(server.start());
+  ASSERT_TRUE(server.start(with_store()));
   auto a = connect_client(server, 1);
   ASSERT_NE(a, nullptr);
   for (int i = 0; i < 3; ++i) ASSERT_EQ(await(a->send(5, "for legacy " + std::to_string(i))).status, SendStatus::Accepted);
@@ -293,11 +304,11 @@ class SmallDisk {
   std::string error_;
 };
 
-TEST(Durability, AFullDiskRefusesNewMessagesAndLosesNoAcceptedOne) {
+TEST_P(Durability, AFullDiskRefusesNewMessagesAndLosesNoAcceptedOne) {
   ServerProcess server;
   SmallDisk disk(server.data_dir(), "1m");
   if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs (needs root): " << disk.error();
-  ASSERT_TRUE(server.start());
+  ASSERT_TRUE(server.start(with_store()));
   auto a = connect_client(server, 1);
   ASSERT_NE(a, nullptr);
   std::vector<std::uint8_t> payload(32 * 1024, 0x42);
@@ -331,11 +342,11 @@ TEST(Durability, AFullDiskRefusesNewMessagesAndLosesNoAcceptedOne) {
 // A filesystem cannot be made read-only under a router that holds its store open for writing (the
 // kernel refuses with EBUSY), so the case to cover is a router started on one: it must refuse to
 // start, saying why, rather than accept messages it cannot keep.
-TEST(Durability, ARouterOnAReadOnlyDiskRefusesToStart) {
+TEST_P(Durability, ARouterOnAReadOnlyDiskRefusesToStart) {
   ServerProcess server;
   SmallDisk disk(server.data_dir(), "8m");
   if (!disk.mounted()) GTEST_SKIP() << "cannot mount a tmpfs (needs root): " << disk.error();
-  ASSERT_TRUE(server.start());
+  ASSERT_TRUE(server.start(with_store()));
   {
     auto a = connect_client(server, 1);
     ASSERT_NE(a, nullptr);
@@ -344,8 +355,8 @@ TEST(Durability, ARouterOnAReadOnlyDiskRefusesToStart) {
   ASSERT_EQ(server.stop().exit_code(), 0);
   ASSERT_TRUE(disk.remount(true)) << std::strerror(errno);
   // Started by hand: the fixture keeps its logs in the data dir, which cannot be written now.
-  std::string command = std::string("timeout 10 ") + DEBRA_SERVER_BIN + " --listen 127.0.0.1:0 --data-dir " +
-                        server.data_dir() + " 2>&1";
+  std::string command = std::string("timeout 10 ") + DEBRA_SERVER_BIN + " --listen 127.0.0.1:0 --store " + GetParam() +
+                        " --data-dir " + server.data_dir() + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   ASSERT_NE(pipe, nullptr);
   std::string output;
@@ -355,10 +366,10 @@ TEST(Durability, ARouterOnAReadOnlyDiskRefusesToStart) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 124)
       << "status " << status << ": " << output;
   EXPECT_EQ(output.find("ready"), std::string::npos) << output;
-  EXPECT_NE(output.find("messages.db"), std::string::npos) << output;
+  EXPECT_NE(output.find(store_path()), std::string::npos) << output;
   // Writable again: the message accepted before is still there.
   ASSERT_TRUE(disk.remount(false)) << std::strerror(errno);
-  ASSERT_TRUE(server.start());
+  ASSERT_TRUE(server.start(with_store()));
   auto b = connect_client(server, 2);
   ASSERT_NE(b, nullptr);
   auto got = drain(*b, std::chrono::milliseconds(500));
@@ -368,9 +379,9 @@ TEST(Durability, ARouterOnAReadOnlyDiskRefusesToStart) {
   server.stop();
 }
 
-TEST(Durability, CliSendWaitsForTheReceiptAndListenAcknowledgesWhatItPrinted) {
+TEST_P(Durability, CliSendWaitsForTheReceiptAndListenAcknowledgesWhatItPrinted) {
   ServerProcess server;
-  ASSERT_TRUE(server.start());
+  ASSERT_TRUE(server.start(with_store()));
   const std::vector<std::string> common{"--server", server.address(), "--ca", server.ca_file()};
   auto args = [&](std::vector<std::string> more) {
     more.insert(more.end(), common.begin(), common.end());
@@ -386,6 +397,32 @@ TEST(Durability, CliSendWaitsForTheReceiptAndListenAcknowledgesWhatItPrinted) {
   EXPECT_EQ(again.exit_code, 0) << again.describe();
   EXPECT_EQ(again.out, "") << "listen did not acknowledge what it printed";
 }
+
+// The two stores share no files. A router moved to the message log (the default) must not leave
+// behind, unseen, the messages an earlier run on SQLite accepted: it refuses to start, naming them.
+TEST(StoreChoice, TheLogRefusesToStartOverSqliteMessagesNotYetDelivered) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_args({"--store", "sqlite"})));
+  {
+    auto a = connect_client(server, 1);
+    ASSERT_NE(a, nullptr);
+    ASSERT_EQ(await(a->send(2, "waiting in sqlite")).status, SendStatus::Accepted);
+  }
+  ASSERT_EQ(server.stop().exit_code(), 0);
+  EXPECT_FALSE(server.start());
+  EXPECT_NE(server.stderr_text().find("messages.db holds 1 undelivered messages from --store sqlite"),
+            std::string::npos)
+      << server.stderr_text();
+  ASSERT_TRUE(server.start(with_args({"--store", "sqlite"})));
+  auto b = connect_client(server, 2);
+  ASSERT_NE(b, nullptr);
+  auto got = drain(*b, std::chrono::milliseconds(500));
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].text(), "waiting in sqlite");
+}
+
+INSTANTIATE_TEST_SUITE_P(Store, Durability, ::testing::Values("log", "sqlite"),
+                         [](const ::testing::TestParamInfo<std::string>& store) { return store.param; });
 
 }  // namespace
 }  // namespace debra::testing

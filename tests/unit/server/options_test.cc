@@ -61,7 +61,7 @@ TEST(ServerOptions, DefaultsListenOnLoopbackWithoutAuth) {
   EXPECT_EQ(parsed.config->listen.to_string(), "127.0.0.1:4433");
   EXPECT_FALSE(parsed.config->session.require_token);
   EXPECT_TRUE(parsed.config->session.allow_legacy);
-  EXPECT_TRUE(parsed.config->durable);
+  EXPECT_EQ(parsed.config->store_kind, StoreKind::Log);
   EXPECT_EQ(parsed.config->quic.transport.peer_bidi_streams, 1u);
 }
 
