@@ -201,21 +201,15 @@ Result<void, Error> LogStore::replay(std::uint64_t id, Segment& segment, bool ne
       next_sequence_ = std::max(next_sequence_, a.sequence + 1);
       Inbox& inbox = inboxes_[a.recipient];
       if (auto it = inbox.messages.find(a.sequence); it != inbox.messages.end()) {
-        // A copy made by compaction: the message now lives here.
-        Segment& old = segments_.at(it->second.segment);
-        old.live -= 1;
-        old.live_bytes -= log::append_record_size(it->second.payload_size);
-        it->second.segment = id;
-        it->second.offset = offset;
-        segment.live += 1;
-        segment.live_bytes += r.size;
-      } else {
-        Entry entry{a.sender, a.receipt_requested, static_cast<std::uint32_t>(a.payload.size()), a.message_id,
-                    a.expires_at_ms, id, offset};
-        hold(a.recipient, a.sequence, entry, r.size);
-        if (a.message_id != 0 && a.accepted_at_ms >= dedupe_from) {
-          seen_.add(a.sender, a.message_id, a.sequence, a.accepted_at_ms);
-        }
+        // A copy made by compaction: the message now lives here. The later record wins whole, even
+        // if damage made the two differ.
+        release(a.recipient, it, it->second.segment);
+      }
+      Entry entry{a.sender, a.receipt_requested, static_cast<std::uint32_t>(a.payload.size()), a.message_id,
+                  a.expires_at_ms, id, offset};
+      hold(a.recipient, a.sequence, entry, r.size);
+      if (a.message_id != 0 && a.accepted_at_ms >= dedupe_from) {
+        seen_.add(a.sender, a.message_id, a.sequence, a.accepted_at_ms);
       }
     } else {
       auto inbox = inboxes_.find(r.remove.recipient);
@@ -318,6 +312,11 @@ core::AppendResult LogStore::append(const core::Delivery& delivery, std::span<co
                 std::to_string(held_bytes) + " bytes); its quota is " +
                 std::to_string(limits_.max_messages_per_recipient) + " messages and " +
                 std::to_string(limits_.max_bytes_per_recipient) + " bytes"};
+  }
+  if (next_sequence_ >= log::kSequenceLimit) {
+    // Only a damaged or forged log gets here: recovery would take a higher sequence for damage.
+    ++stats_.unavailable;
+    return {core::AppendStatus::Unavailable, 0, "the message log has used up its sequence numbers"};
   }
   const std::size_t record_size = log::append_record_size(payload.size());
   if (record_size - log::kFrameSize > log::kMaxBodySize) {
