@@ -23,9 +23,10 @@
 #   DURATION [3]            measured seconds per run      WARMUP [1]   warm-up seconds per run
 #   SIZES ["64 1024 16384"] payload bytes                 PAIRS ["1 8 64"]  pair counts
 #   WINDOW [64]             in-flight messages per pair
-#   LABELS ["native legacy nats native-nostore"]   which rows to run:
-#       native / legacy: debra as shipped (--store sqlite --sync batch), by protocol
+#   LABELS ["native legacy nats native-nostore native-sqlite"]   which rows to run:
+#       native / legacy: debra as shipped (--store log --sync batch), by protocol
 #       native-nostore:  debra native with --store none (forwarding only, the original semantics)
+#       native-sqlite:   debra native with --store sqlite (the first store)
 #       nats:            nats-server 2.9 with TLS, through debra-nats-load
 #   IDLE_CONNECTIONS [10000]  idle registered connections for the memory figure (0: skip)
 #   HALF_PEAK [1]           measure p99 at 50 % of debra native's 64 B peak (0: skip)
@@ -43,7 +44,7 @@ WARMUP="${WARMUP:-1}"
 SIZES="${SIZES:-64 1024 16384}"
 PAIRS="${PAIRS:-1 8 64}"
 WINDOW="${WINDOW:-64}"
-LABELS="${LABELS:-native legacy nats native-nostore}"
+LABELS="${LABELS:-native legacy nats native-nostore native-sqlite}"
 IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-10000}"
 HALF_PEAK="${HALF_PEAK:-1}"
 THREADS="${THREADS:-2}"
@@ -131,6 +132,7 @@ run_cell() {
   case "$label" in
     native|legacy) server_args="" ;;
     native-nostore) server_args="--store none" ;;
+    native-sqlite) server_args="--store sqlite" ;;
   esac
   if [[ "$label" != nats ]]; then
     # shellcheck disable=SC2086
