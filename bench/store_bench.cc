@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: MIT
+//
+// Micro-benchmarks of the durable stores: one message's whole life in the store, as the router lives
+// it under load (append, commit the batch, acknowledge, commit), per store, at --sync off so that the
+// disk's fsync time does not drown the CPU cost. Batches of 256 messages, 64 B and 1 KiB payloads.
+// Each store works in a fresh directory under /tmp.
+#include <benchmark/benchmark.h>
+#include <stdlib.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "store/log_store.h"
+#include "store/sqlite_store.h"
+
+namespace {
+
+using debra::core::Delivery;
+using debra::core::MessageStore;
+using debra::store::SyncMode;
+
+constexpr int kBatch = 256;
+constexpr int kRecipients = 64;
+
+class Scratch {
+ public:
+  Scratch() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "debra-store-bench-XXXXXX").string();
+    if (mkdtemp(pattern.data()) == nullptr) std::abort();
+    path_ = pattern;
+  }
+  ~Scratch() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+template <typename Open>
+void message_life(benchmark::State& state, Open open) {
+  Scratch dir;
+  std::unique_ptr<MessageStore> store = open(dir.path());
+  std::vector<std::uint8_t> payload(static_cast<std::size_t>(state.range(0)), 0x5a);
+  std::uint64_t message_id = 1;
+  std::vector<std::pair<std::int32_t, std::uint64_t>> batch;
+  batch.reserve(kBatch);
+  for (auto _ : state) {
+    batch.clear();
+    for (int i = 0; i < kBatch; ++i) {
+      const std::int32_t recipient = 2 + i % kRecipients;
+      auto appended = store->append(Delivery{1, recipient, message_id++, nullptr, 0}, payload, false, 1000);
+      batch.emplace_back(recipient, appended.sequence);
+    }
+    if (!store->commit()) std::abort();
+    for (const auto& [recipient, sequence] : batch) benchmark::DoNotOptimize(store->acknowledge(recipient, sequence));
+    if (!store->commit()) std::abort();
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+  state.SetBytesProcessed(state.iterations() * kBatch * state.range(0));
+}
+
+void BM_LogStoreMessageLife(benchmark::State& state) {
+  message_life(state, [](const std::string& dir) -> std::unique_ptr<MessageStore> {
+    auto opened = debra::store::LogStore::open(dir, SyncMode::Off, {});
+    if (!opened) std::abort();
+    return std::move(*opened);
+  });
+}
+BENCHMARK(BM_LogStoreMessageLife)->Arg(64)->Arg(1024);
+
+void BM_SqliteStoreMessageLife(benchmark::State& state) {
+  message_life(state, [](const std::string& dir) -> std::unique_ptr<MessageStore> {
+    auto opened = debra::store::SqliteStore::open(dir, SyncMode::Off, {});
+    if (!opened) std::abort();
+    return std::move(*opened);
+  });
+}
+BENCHMARK(BM_SqliteStoreMessageLife)->Arg(64)->Arg(1024);
+
+}  // namespace
