@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -63,7 +64,8 @@ struct StoreStats {
 // MessageStore: the durable inbox of every recipient. The router writes each accepted message here
 // before it acknowledges it to the sender, and deletes it once the recipient has acknowledged it.
 // Changes are batched: append/acknowledge/expire join the open batch, and commit() makes the batch
-// durable at once (group commit). Reads see the open batch. Single-threaded: the router's thread.
+// durable at once (group commit). Reads see the open batch and the batches still being made durable.
+// Single-threaded: every call, and every completion of commit_async, is on the router's thread.
 class MessageStore {
  public:
   virtual ~MessageStore() = default;
@@ -83,6 +85,13 @@ class MessageStore {
 
   // Makes the open batch durable. On failure the batch is rolled back and the error says why.
   virtual Result<void, Error> commit() = 0;
+
+  // Starts making the open batch durable and may return before it is; done then runs later on the
+  // router's thread with commit()'s result. Batches complete in the order they were started, and a
+  // new batch opens at once. A store that cannot overlap commits waits here, and done runs before
+  // this returns.
+  using CommitDone = std::function<void(Result<void, Error>)>;
+  virtual void commit_async(CommitDone done) { done(commit()); }
 
   // Whether the open batch holds anything to commit.
   virtual bool dirty() const = 0;

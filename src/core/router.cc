@@ -22,9 +22,7 @@ void Router::register_client(ClientId id, SessionSink& sink) {
     it->second = Online{&sink};
     ++stats_.takeovers;
     // A displaced sink may be gone before the next flush: no outcomes for it.
-    for (Pending& p : pending_) {
-      if (p.sender_sink == displaced) p.sender_sink = nullptr;
-    }
+    forget_sender(displaced);
     // The registry already names the new sink, so the displaced one's cleanup (unregister_client)
     // is a no-op whenever it runs.
     displaced->on_displaced();
@@ -43,8 +41,17 @@ void Router::unregister_client(ClientId id, SessionSink& sink) {
     online_.erase(it);
     needs_fill_.erase(id);
   }
+  forget_sender(&sink);
+}
+
+void Router::forget_sender(const SessionSink* sink) {
   for (Pending& p : pending_) {
-    if (p.sender_sink == &sink) p.sender_sink = nullptr;
+    if (p.sender_sink == sink) p.sender_sink = nullptr;
+  }
+  for (Batch& batch : committing_) {
+    for (Pending& p : batch.pending) {
+      if (p.sender_sink == sink) p.sender_sink = nullptr;
+    }
   }
 }
 
@@ -73,6 +80,7 @@ Outcome Router::route(const Submission& message, SessionSink* sender) {
       delivery.sequence = appended.sequence;
       delivery.frame = wire::encode_delivery(message.sender, message.recipient, message.message_id, message.payload,
                                              appended.sequence);
+      pending_first_sequence_ = std::min(pending_first_sequence_, appended.sequence);
       pending_.push_back(Pending{sender, message.message_id, std::move(delivery)});
       return Outcome::Stored;
     case AppendStatus::Duplicate:
@@ -138,36 +146,53 @@ void Router::flush() {
   if (store_ == nullptr) return;
   // In sync mode "always" the store has committed already; the batch still needs its answers.
   if (store_->dirty() || !pending_.empty()) {
-    auto committed = store_->commit();
-    std::vector<Pending> batch;
-    batch.swap(pending_);
-    if (!committed) {
-      stats_.store_unavailable += batch.size();
-      for (Pending& p : batch) {
-        if (p.sender_sink != nullptr) {
-          p.sender_sink->on_outcome(p.message_id, Outcome::StoreUnavailable, committed.error().message);
-        }
+    committing_.push_back(Batch{std::move(pending_), pending_first_sequence_});
+    pending_.clear();
+    pending_first_sequence_ = kNone;
+    store_->commit_async([this](Result<void, Error> committed) { on_committed(std::move(committed)); });
+  }
+  fill_waiting();
+}
+
+std::uint64_t Router::first_not_durable() const {
+  std::uint64_t first = pending_first_sequence_;
+  for (const Batch& batch : committing_) first = std::min(first, batch.first_sequence);
+  return first;
+}
+
+void Router::on_committed(Result<void, Error> committed) {
+  Batch batch = std::move(committing_.front());
+  committing_.pop_front();
+  if (!committed) {
+    stats_.store_unavailable += batch.pending.size();
+    for (Pending& p : batch.pending) {
+      if (p.sender_sink != nullptr) {
+        p.sender_sink->on_outcome(p.message_id, Outcome::StoreUnavailable, committed.error().message);
       }
-      return;
     }
-    for (Pending& p : batch) {
-      if (p.delivery.frame) ++stats_.stored;
-      if (p.sender_sink != nullptr) p.sender_sink->on_outcome(p.message_id, Outcome::Stored, {});
-      if (!p.delivery.frame) continue;
-      auto it = online_.find(p.delivery.recipient);
-      if (it == online_.end()) continue;
-      Online& online = it->second;
-      if (p.delivery.sequence <= online.cursor) continue;  // a fill handed it over already
-      // Only a caught-up connection takes new messages directly; one that is still being fed from
-      // the store will read this message from there, in order.
-      if (online.caught_up && fits(*online.sink, p.delivery.frame->size())) {
-        hand_over(online, p.delivery);
-      } else if (online.caught_up) {
-        online.caught_up = false;
-        needs_fill_.insert(p.delivery.recipient);
-      }
+    return;
+  }
+  for (Pending& p : batch.pending) {
+    if (p.delivery.frame) ++stats_.stored;
+    if (p.sender_sink != nullptr) p.sender_sink->on_outcome(p.message_id, Outcome::Stored, {});
+    if (!p.delivery.frame) continue;
+    auto it = online_.find(p.delivery.recipient);
+    if (it == online_.end()) continue;
+    Online& online = it->second;
+    if (p.delivery.sequence <= online.cursor) continue;  // a fill handed it over already
+    // Only a caught-up connection takes new messages directly; one that is still being fed from
+    // the store reads this message from there, in order, now that it is durable.
+    if (online.caught_up && fits(*online.sink, p.delivery.frame->size())) {
+      hand_over(online, p.delivery);
+    } else if (online.caught_up || online.awaits_commit) {
+      online.caught_up = false;
+      needs_fill_.insert(p.delivery.recipient);
     }
   }
+  fill_waiting();
+}
+
+void Router::fill_waiting() {
   if (needs_fill_.empty()) return;
   std::vector<ClientId> ids(needs_fill_.begin(), needs_fill_.end());
   needs_fill_.clear();
@@ -180,9 +205,16 @@ void Router::fill(ClientId id, Online& online) {
   // Up to the queue bound; the rest follows as the peer acknowledges (on_sink_ready), from the
   // cursor on.
   const std::size_t batch_size = std::max<std::size_t>(limits_.fill_batch, 1);
+  // The store also holds what is not durable yet; that is handed over when its commit completes.
+  const std::uint64_t not_durable = first_not_durable();
+  online.awaits_commit = false;
   for (;;) {
     auto batch = store_->pending(id, online.cursor, batch_size);
     for (StoredMessage& m : batch) {
+      if (m.sequence >= not_durable) {
+        online.awaits_commit = true;
+        return;
+      }
       if (m.expires_at_ms != 0 && m.expires_at_ms <= now_ms_) {
         online.cursor = m.sequence;  // expire() reports it
         continue;

@@ -7,6 +7,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
+#include <limits>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -57,8 +59,10 @@ struct RouterStats {
 // - Without a store (ephemeral, the original debra's semantics): route() hands a message to its
 //   online recipient at once, or drops it (RecipientOffline) or refuses it (RecipientBusy).
 // - With a store (durable): route() appends the message to the store and answers Stored; flush()
-//   commits the batch (one fsync for everything routed since the last flush), then tells each
-//   sender (SessionSink::on_outcome) and hands the messages to online recipients. A message leaves
+//   commits the batch (one fsync for everything routed since the last flush). Once the batch is
+//   durable, which may be after flush() returned (MessageStore::commit_async), the router tells
+//   each sender (SessionSink::on_outcome) and hands the messages to online recipients. Nothing
+//   reaches a recipient before it is durable. A message leaves
 //   the store only when its recipient acknowledges it (acknowledge()) or it expires (expire()).
 //   A recipient that registers receives everything the store holds for it, oldest first.
 //
@@ -99,9 +103,10 @@ class Router {
   // handed over at the next flush().
   void on_sink_ready(ClientId id);
 
-  // Durable mode: commits what was routed and acknowledged since the last flush, answers the
-  // senders, and hands committed and waiting messages to online recipients. Call once per event-loop
-  // iteration, after the iteration's input was handled.
+  // Durable mode: starts the commit of what was routed and acknowledged since the last flush, and
+  // hands durable waiting messages to online recipients. A batch's senders are answered and its
+  // messages delivered when its commit completes. Call once per event-loop iteration, after the
+  // iteration's input was handled.
   void flush();
 
   // Durable mode: drops messages older than the store's time-to-live; returns how many.
@@ -127,6 +132,7 @@ class Router {
     SessionSink* sink = nullptr;
     std::uint64_t cursor = 0;  // the highest sequence handed to sink
     bool caught_up = false;    // sink has every committed message; new ones may go straight to it
+    bool awaits_commit = false;  // the last fill stopped at a message not durable yet
   };
   // Pending: a message appended in the open batch, answered once the batch commits.
   struct Pending {
@@ -134,17 +140,30 @@ class Router {
     std::uint64_t message_id;
     Delivery delivery;  // frame null for a duplicate, which is answered but not delivered again
   };
+  // Batch: the messages of one commit, and the lowest sequence among them (kNone if none).
+  struct Batch {
+    std::vector<Pending> pending;
+    std::uint64_t first_sequence;
+  };
+  static constexpr std::uint64_t kNone = std::numeric_limits<std::uint64_t>::max();
 
   Outcome route_ephemeral(const Submission& message);
   bool fits(const SessionSink& sink, std::size_t frame_size) const;
   void fill(ClientId id, Online& online);
   void hand_over(Online& online, const Delivery& delivery);
+  void on_committed(Result<void, Error> committed);
+  void fill_waiting();
+  void forget_sender(const SessionSink* sink);
+  // The lowest sequence not yet durable: fill() hands over only what is below it.
+  std::uint64_t first_not_durable() const;
 
   RouterLimits limits_;
   MessageStore* store_;
   RemoteRoute* remote_;
   std::unordered_map<ClientId, Online> online_;
   std::vector<Pending> pending_;
+  std::uint64_t pending_first_sequence_ = kNone;
+  std::deque<Batch> committing_;  // started, not yet durable; oldest first
   std::unordered_set<ClientId> needs_fill_;
   std::int64_t now_ms_ = 0;
   SendPolicy policy_;

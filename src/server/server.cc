@@ -65,9 +65,16 @@ Result<std::array<std::uint8_t, 32>, Error> load_or_create_secret(const fs::path
   return secret;
 }
 
-// The store --store names, opened and recovered; null for --store none.
-Result<std::unique_ptr<core::MessageStore>, Error> open_store(const ServerConfig& config) {
+// OpenedStore: the store --store names, opened and recovered (null for --store none), and the
+// message log as itself when it is one, for what only it has (its sync thread).
+struct OpenedStore {
+  std::unique_ptr<core::MessageStore> store;
+  store::LogStore* log = nullptr;
+};
+
+Result<OpenedStore, Error> open_store(const ServerConfig& config) {
   std::unique_ptr<core::MessageStore> opened;
+  store::LogStore* log_store = nullptr;
   std::string where;
   if (config.store_kind == StoreKind::Sqlite) {
     auto sqlite = store::SqliteStore::open(config.data_dir, config.sync, config.store);
@@ -90,14 +97,15 @@ Result<std::unique_ptr<core::MessageStore>, Error> open_store(const ServerConfig
     const store::LogRecovery& recovered = (*log)->recovery();
     where = (*log)->directory() + " (" + std::to_string(recovered.segments) + " segments, " +
             std::to_string(recovered.records) + " records read)";
+    log_store = log->get();
     opened = std::move(*log);
   } else {
-    return opened;
+    return OpenedStore{};
   }
   auto stats = opened->stats();
   spdlog::info("message store {}: {} messages ({} bytes) held, sync {}", where, stats.held_messages,
                stats.held_bytes, store::to_string(config.sync));
-  return opened;
+  return OpenedStore{std::move(opened), log_store};
 }
 
 }  // namespace
@@ -151,8 +159,13 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
   auto message_store = open_store(config);
   if (!message_store) return Unexpected{message_store.error()};
 
-  std::unique_ptr<Server> server(new Server(std::move(config), std::move(*tls), std::move(*message_store)));
+  std::unique_ptr<Server> server(new Server(std::move(config), std::move(*tls), std::move(message_store->store)));
   Server* raw = server.get();
+  if (message_store->log != nullptr) {
+    // The loop goes on reading and routing while the disk makes a batch durable; the batch's
+    // replies and deliveries go out on the loop once it is (docs/architecture.md, "Threads").
+    message_store->log->sync_on_thread([loop = &raw->loop_](std::function<void()> done) { loop->post(std::move(done)); });
+  }
   auto endpoint = quic::ServerEndpoint::create(raw->loop_, raw->config_.quic, raw->tls_,
                                                [raw](quic::Connection& c) { return raw->accept(c); });
   if (!endpoint) return Unexpected{endpoint.error()};

@@ -96,8 +96,10 @@ LogStore::LogStore(std::string dir, SyncMode sync, core::StoreLimits limits, Log
     : dir_(std::move(dir)), sync_(sync), limits_(limits), options_(options), seen_(options.dedupe_max_ranges) {}
 
 LogStore::~LogStore() {
+  // The sync thread finishes what it was given; completions it posts now are never run.
+  stop_sync_thread();
   // Whatever is still buffered was never acknowledged to anyone: writing it is safe and saves work.
-  if (dirty_) (void)commit();
+  if (dirty_ && failed_.empty()) (void)commit();
   for (auto& [id, segment] : segments_) ::close(segment.fd);
   if (dir_fd_ >= 0) ::close(dir_fd_);
 }
@@ -220,7 +222,7 @@ Result<void, Error> LogStore::replay(std::uint64_t id, Segment& segment, bool ne
     }
     offset += r.size;
   }
-  segment.written = segment.synced = std::min(offset, size);
+  segment.written = segment.submitted = segment.synced = std::min(offset, size);
   return {};
 }
 
@@ -243,7 +245,7 @@ Result<void, Error> LogStore::start_segment() {
   }
   Segment& segment = segments_[id];
   segment.fd = fd;
-  segment.written = segment.synced = header.size();
+  segment.written = segment.submitted = segment.synced = header.size();
   active_ = id;
   return {};
 }
@@ -312,6 +314,10 @@ core::AppendResult LogStore::append(const core::Delivery& delivery, std::span<co
                 std::to_string(held_bytes) + " bytes); its quota is " +
                 std::to_string(limits_.max_messages_per_recipient) + " messages and " +
                 std::to_string(limits_.max_bytes_per_recipient) + " bytes"};
+  }
+  if (!failed_.empty()) {
+    ++stats_.unavailable;
+    return {core::AppendStatus::Unavailable, 0, failed_};
   }
   if (next_sequence_ >= log::kSequenceLimit) {
     // Only a damaged or forged log gets here: recovery would take a higher sequence for damage.
@@ -449,33 +455,148 @@ Result<void, Error> LogStore::commit() {
     ++stats_.unavailable;
     return make_error(std::move(message));
   };
+  if (!failed_.empty()) return fail(failed_);
   if (auto written = write_buffer(); !written) return fail(written.error().message);
   for (auto& [id, segment] : segments_) {
     if (segment.synced == segment.written) continue;
     if (sync_ != SyncMode::Off && ::fdatasync(segment.fd) != 0) {
       return fail("syncing " + segment_path(id) + ": " + errno_text());
     }
-    segment.synced = segment.written;
+    segment.submitted = segment.synced = segment.written;
   }
   dirty_ = false;
   batch_appended_.clear();
   batch_moved_.clear();
+  finished_job_ = next_job_++;
+  after_commit();
+  return {};
+}
+
+void LogStore::after_commit() {
   ++stats_.commits;
   // Only now are the copies made by compaction on disk, so only now may their originals go.
   if (reclaim_due_) reclaim();
   compact();
-  return {};
+}
+
+void LogStore::sync_on_thread(Post post) {
+  if (sync_thread_.joinable()) return;
+  post_ = std::move(post);
+  sync_thread_ = std::thread([this] { run_syncs(); });
+}
+
+void LogStore::stop_sync_thread() {
+  if (!sync_thread_.joinable()) return;
+  {
+    std::lock_guard lock(sync_mutex_);
+    sync_stop_ = true;
+  }
+  sync_wake_.notify_one();
+  sync_thread_.join();
+}
+
+void LogStore::commit_async(CommitDone done) {
+  if (!post_ || sync_ != SyncMode::Batch) {
+    done(commit());
+    return;
+  }
+  SyncJob job;
+  job.id = next_job_++;
+  job.done = std::move(done);
+  if (!failed_.empty()) {
+    job.error = failed_;
+  } else if (dirty_) {
+    if (auto written = write_buffer(); !written) {
+      job.error = "the message store cannot commit: " + written.error().message;
+      rollback();
+      ++stats_.unavailable;
+    } else {
+      for (auto& [id, segment] : segments_) {
+        if (segment.submitted == segment.written) continue;
+        job.fds.push_back(segment.fd);
+        job.written.emplace_back(id, segment.written);
+        segment.submitted = segment.written;
+        ++segment.syncing;
+      }
+      dirty_ = false;
+      batch_appended_.clear();
+      batch_moved_.clear();
+    }
+  }
+  // Even a job with nothing to sync goes through the queue: completions keep the order of commits.
+  {
+    std::lock_guard lock(sync_mutex_);
+    sync_jobs_.push_back(std::move(job));
+  }
+  sync_wake_.notify_one();
+}
+
+void LogStore::run_syncs() {
+  for (;;) {
+    std::deque<SyncJob> jobs;
+    {
+      std::unique_lock lock(sync_mutex_);
+      sync_wake_.wait(lock, [this] { return sync_stop_ || !sync_jobs_.empty(); });
+      if (sync_jobs_.empty()) return;  // stopping, and every job is done
+      jobs.swap(sync_jobs_);
+    }
+    // Group commit across the jobs that queued while the last sync ran: everything they wrote was
+    // written before they were queued, so one fdatasync per file covers all of them.
+    std::vector<int> fds;
+    for (const SyncJob& job : jobs) {
+      if (job.error.empty()) fds.insert(fds.end(), job.fds.begin(), job.fds.end());
+    }
+    std::sort(fds.begin(), fds.end());
+    fds.erase(std::unique(fds.begin(), fds.end()), fds.end());
+    std::string failure;
+    for (int fd : fds) {
+      if (::fdatasync(fd) != 0) {
+        failure = std::string("the message store cannot commit: syncing the message log: ") + errno_text();
+        break;
+      }
+    }
+    post_([this, jobs = std::move(jobs), failure]() mutable {
+      for (SyncJob& job : jobs) {
+        Result<void, Error> result;
+        if (!job.error.empty()) {
+          result = make_error(job.error);
+        } else if (!failure.empty()) {
+          result = make_error(failure);
+        }
+        finish(std::move(job), std::move(result));
+      }
+    });
+  }
+}
+
+void LogStore::finish(SyncJob job, Result<void, Error> result) {
+  for (const auto& [id, written] : job.written) {
+    auto it = segments_.find(id);
+    if (it == segments_.end()) continue;
+    --it->second.syncing;
+    if (result) it->second.synced = std::max(it->second.synced, written);
+  }
+  finished_job_ = job.id;
+  // A sync that succeeds after one that failed proves nothing about the data the failure lost.
+  if (result && !failed_.empty()) result = make_error(failed_);
+  if (!result && job.error.empty() && failed_.empty()) {
+    failed_ = result.error().message + "; the message store refuses new messages until the router restarts";
+    spdlog::error("{}", failed_);
+    ++stats_.unavailable;
+  }
+  if (result) after_commit();
+  job.done(std::move(result));
 }
 
 void LogStore::rollback() {
   // The batch's records are cut off the files; its messages were never acknowledged to anyone.
   buffer_.clear();
   for (auto& [id, segment] : segments_) {
-    if (segment.written == segment.synced) continue;
-    if (::ftruncate(segment.fd, static_cast<off_t>(segment.synced)) != 0) {
+    if (segment.written == segment.submitted) continue;
+    if (::ftruncate(segment.fd, static_cast<off_t>(segment.submitted)) != 0) {
       spdlog::error("message log: truncating {} after a failed commit: {}", segment_path(id), errno_text());
     }
-    segment.written = segment.synced;
+    segment.written = segment.submitted;
   }
   for (const Moved& m : batch_moved_) {
     auto inbox = inboxes_.find(m.recipient);
@@ -515,6 +636,10 @@ void LogStore::reclaim() {
     std::vector<std::uint64_t> doomed;
     for (const auto& [id, segment] : segments_) {
       if (id == active_ || segment.live != 0) continue;
+      if (segment.syncing != 0 || segment.retire_after_job > finished_job_) {
+        reclaim_due_ = true;  // try again after the next commit
+        continue;
+      }
       bool needed = std::any_of(segment.cancels_into.begin(), segment.cancels_into.end(),
                                 [this](std::uint64_t older) { return segments_.count(older) != 0; });
       if (!needed) doomed.push_back(id);
@@ -570,6 +695,8 @@ void LogStore::compact() {
       }
       offset += r.size;
     }
+    // The copies are in the next commit; the segment may go once that one is durable.
+    segment.retire_after_job = next_job_;
     dirty_ = true;
     reclaim_due_ = true;
     return;

@@ -2,11 +2,16 @@
 #pragma once
 
 #include <cstddef>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 #include <unordered_set>
@@ -56,7 +61,15 @@ class LogStore final : public core::MessageStore {
   std::vector<core::StoredMessage> pending(core::ClientId recipient, std::uint64_t after, std::size_t limit) override;
   std::vector<core::StoredMessage> expire(std::int64_t now_ms) override;
   Result<void, Error> commit() override;
+  // With sync_on_thread and --sync batch: writes the batch, hands its fdatasync to the sync thread
+  // and returns; done runs through post once the disk has it. Otherwise the same as commit().
+  void commit_async(CommitDone done) override;
   bool dirty() const override { return dirty_; }
+
+  // Post: runs a callback on the thread that owns the store (the server passes its event loop's).
+  using Post = std::function<void(std::function<void()>)>;
+  // Starts the sync thread: from here on commit_async overlaps the disk's work with the caller's.
+  void sync_on_thread(Post post);
   core::StoreStats stats() const override { return stats_; }
 
   const LogRecovery& recovery() const { return recovery_; }
@@ -67,7 +80,12 @@ class LogStore final : public core::MessageStore {
   struct Segment {
     int fd = -1;
     std::uint64_t written = 0;  // bytes in the file
-    std::uint64_t synced = 0;   // bytes known to be on disk
+    std::uint64_t submitted = 0;  // bytes written and handed to a sync (a rollback keeps them)
+    std::uint64_t synced = 0;     // bytes known to be on disk
+    std::uint32_t syncing = 0;    // sync jobs that hold this segment's file descriptor
+    // Compaction copied this segment's messages forward, in the commit with this job number: the
+    // segment may go only once that commit is durable.
+    std::uint64_t retire_after_job = 0;
     std::uint64_t live = 0;     // held messages whose record is here
     std::uint64_t live_bytes = 0;
     // Older segments holding records that a Remove in this one cancels: this one must outlive them.
@@ -98,6 +116,14 @@ class LogStore final : public core::MessageStore {
     std::uint64_t offset;
   };
   using Deadline = std::tuple<std::int64_t, std::uint64_t, core::ClientId>;
+  // SyncJob: one commit handed to the sync thread. error set: nothing to sync, fail it in order.
+  struct SyncJob {
+    std::uint64_t id = 0;
+    std::vector<int> fds;
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> written;  // segment, bytes it covers
+    std::string error;
+    CommitDone done;
+  };
 
   LogStore(std::string dir, SyncMode sync, core::StoreLimits limits, LogOptions options);
   Result<void, Error> recover();
@@ -118,6 +144,10 @@ class LogStore final : public core::MessageStore {
   void reclaim();
   void compact();
   Result<void, Error> commit_if_always();
+  void after_commit();
+  void run_syncs();
+  void finish(SyncJob job, Result<void, Error> result);
+  void stop_sync_thread();
 
   std::string dir_;
   SyncMode sync_;
@@ -138,6 +168,19 @@ class LogStore final : public core::MessageStore {
   std::vector<Moved> batch_moved_;
   core::StoreStats stats_;
   LogRecovery recovery_;
+
+  // Commits are numbered; each synchronous commit and each sync job takes the next number.
+  std::uint64_t next_job_ = 1;
+  std::uint64_t finished_job_ = 0;
+  // After a failed fdatasync the kernel may have dropped the data it could not write, so what the
+  // file holds is unknown: the store refuses everything until the router restarts and recovers.
+  std::string failed_;
+  Post post_;
+  std::thread sync_thread_;
+  std::mutex sync_mutex_;
+  std::condition_variable sync_wake_;
+  std::deque<SyncJob> sync_jobs_;
+  bool sync_stop_ = false;
 };
 
 }  // namespace debra::store

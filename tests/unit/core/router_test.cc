@@ -1118,6 +1118,95 @@ TEST_P(DurableRouter, CommitFailureIsStoreUnavailable) {
   EXPECT_EQ(online.delivered.size() + recipient.delivered.size(), committed.size());
 }
 
+// A store whose commits complete when the test says so, as the message log's do when its sync
+// thread has the disk's answer: the real store underneath, only the moment of completion deferred.
+class DeferredCommits final : public MessageStore {
+ public:
+  explicit DeferredCommits(MessageStore& store) : store_(store) {}
+  AppendResult append(const Delivery& d, std::span<const std::uint8_t> p, bool r, std::int64_t now) override {
+    return store_.append(d, p, r, now);
+  }
+  std::optional<StoredMessage> acknowledge(ClientId recipient, std::uint64_t sequence) override {
+    return store_.acknowledge(recipient, sequence);
+  }
+  std::vector<StoredMessage> pending(ClientId recipient, std::uint64_t after, std::size_t limit) override {
+    return store_.pending(recipient, after, limit);
+  }
+  std::vector<StoredMessage> expire(std::int64_t now_ms) override { return store_.expire(now_ms); }
+  Result<void, Error> commit() override { return store_.commit(); }
+  bool dirty() const override { return store_.dirty(); }
+  StoreStats stats() const override { return store_.stats(); }
+  void commit_async(CommitDone done) override {
+    auto committed = store_.commit();  // the batch is written now; the answer comes later
+    waiting_.push_back([done = std::move(done), committed]() mutable { done(std::move(committed)); });
+  }
+  // Completes the oldest commit still waiting; false if none is.
+  bool complete_one() {
+    if (waiting_.empty()) return false;
+    auto next = std::move(waiting_.front());
+    waiting_.erase(waiting_.begin());
+    next();
+    return true;
+  }
+  std::size_t waiting() const { return waiting_.size(); }
+
+ private:
+  MessageStore& store_;
+  std::vector<std::function<void()>> waiting_;
+};
+
+// Nothing reaches a recipient, not even one that registers and is fed from the store, before its
+// commit completes; then senders are answered and recipients served, batch by batch, in order.
+TEST_P(DurableRouter, NothingIsDeliveredBeforeItsCommitCompletes) {
+  DeferredCommits deferred(store());
+  Router durable({}, &deferred);
+  durable.set_wall_clock_ms(kNow);
+  RecordingSink sender, online, late;
+  durable.register_client(1, sender);
+  durable.register_client(2, online);
+  durable.flush();
+  EXPECT_EQ(deferred.waiting(), 0u) << "registrations alone commit nothing";
+
+  ASSERT_EQ(send(durable, 1, 2, 10, &sender), Outcome::Stored);
+  ASSERT_EQ(send(durable, 1, 3, 11, &sender), Outcome::Stored);
+  durable.flush();  // batch A in flight
+  ASSERT_EQ(send(durable, 1, 2, 12, &sender), Outcome::Stored);
+  durable.register_client(3, late);
+  durable.flush();  // batch B in flight; 3's fill must not take 11 from the store yet
+  EXPECT_EQ(deferred.waiting(), 2u);
+  EXPECT_TRUE(sender.outcomes.empty());
+  EXPECT_TRUE(online.delivered.empty());
+  EXPECT_TRUE(late.delivered.empty()) << "a registration was fed a message that is not durable";
+
+  ASSERT_TRUE(deferred.complete_one());  // A
+  EXPECT_EQ(sender.outcome_ids(), (std::vector<std::uint64_t>{10, 11}));
+  EXPECT_EQ(online.delivered_ids(), (std::vector<std::uint64_t>{10}));
+  EXPECT_EQ(late.delivered_ids(), (std::vector<std::uint64_t>{11}));
+
+  ASSERT_TRUE(deferred.complete_one());  // B
+  EXPECT_EQ(sender.outcome_ids(), (std::vector<std::uint64_t>{10, 11, 12}));
+  EXPECT_EQ(online.delivered_ids(), (std::vector<std::uint64_t>{10, 12}));
+  EXPECT_FALSE(deferred.complete_one());
+}
+
+// A sender that goes away while its batch is in flight is not called when the batch completes.
+TEST_P(DurableRouter, ASenderGoneWhileItsCommitIsInFlightGetsNoOutcome) {
+  DeferredCommits deferred(store());
+  Router durable({}, &deferred);
+  durable.set_wall_clock_ms(kNow);
+  auto sender = std::make_unique<RecordingSink>();
+  RecordingSink recipient;
+  durable.register_client(1, *sender);
+  durable.register_client(2, recipient);
+  ASSERT_EQ(send(durable, 1, 2, 10, sender.get()), Outcome::Stored);
+  durable.flush();
+  durable.unregister_client(1, *sender);
+  sender.reset();
+  while (deferred.complete_one()) {
+  }
+  EXPECT_EQ(recipient.delivered_ids(), (std::vector<std::uint64_t>{10}));
+}
+
 INSTANTIATE_TEST_SUITE_P(Store, DurableRouter, ::testing::Values("log", "sqlite"), testing::store_kind_name);
 
 }  // namespace

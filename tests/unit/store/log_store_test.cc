@@ -5,7 +5,12 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -250,6 +255,112 @@ TEST(LogStore, TheDedupeMemoryIsBounded) {
   EXPECT_EQ(store->append(delivery(1, 2, 200), bytes("a"), false, 21).status, AppendStatus::Duplicate);
   EXPECT_EQ(store->append(delivery(1, 2, 10), bytes("a"), false, 22).status, AppendStatus::Stored)
       << "the least recently used ids are forgotten first";
+}
+
+// The sync thread: commit_async returns at once, and each commit's completion arrives through the
+// owner's post, in the order the commits were started, with what they held durable.
+TEST(LogStore, CommitsOnTheSyncThreadCompleteInOrderThroughPost) {
+  TempDir dir;
+  std::mutex mutex;
+  std::condition_variable posted_cv;
+  std::vector<std::function<void()>> posted;
+  std::vector<int> completed;
+  {
+    auto store = open_log(dir.path());
+    store->sync_on_thread([&](std::function<void()> done) {
+      std::lock_guard lock(mutex);
+      posted.push_back(std::move(done));
+      posted_cv.notify_one();
+    });
+    store->append(delivery(1, 2, 1), bytes("one"), false, 0);
+    store->commit_async([&](Result<void, Error> r) { completed.push_back(r ? 1 : -1); });
+    store->append(delivery(1, 2, 2), bytes("two"), false, 0);
+    store->commit_async([&](Result<void, Error> r) { completed.push_back(r ? 2 : -2); });
+    store->commit_async([&](Result<void, Error> r) { completed.push_back(r ? 3 : -3); });  // nothing in it
+    EXPECT_FALSE(store->dirty());
+    // Reads see what is on its way to the disk, and nothing completes where the owner is not.
+    EXPECT_EQ(store->pending(2, 0, 10).size(), 2u);
+    EXPECT_TRUE(completed.empty());
+    // Commits that queue while a sync runs share the next one, so a post may complete several.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (completed.size() < 3 && std::chrono::steady_clock::now() < deadline) {
+      std::vector<std::function<void()>> batch;
+      {
+        std::unique_lock lock(mutex);
+        posted_cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !posted.empty(); });
+        batch.swap(posted);
+      }
+      for (auto& done : batch) done();
+    }
+    EXPECT_EQ(completed, (std::vector<int>{1, 2, 3}));
+    EXPECT_EQ(store->stats().commits, 3u);
+  }
+  auto store = open_log(dir.path());
+  auto pending = store->pending(2, 0, 10);
+  ASSERT_EQ(pending.size(), 2u);
+  EXPECT_EQ(text(pending[1].payload), "two");
+}
+
+// Segments the sync thread still holds are not deleted under it, and compaction's originals stay
+// until the commit with their copies completes; everything ends as it would without the thread.
+TEST(LogStore, ReclaimAndCompactionWaitForTheSyncThread) {
+  TempDir dir;
+  std::vector<std::function<void()>> posted;
+  std::mutex mutex;
+  std::uint64_t kept = 0;
+  {
+    auto store = open_log(dir.path(), small_segments());
+    store->sync_on_thread([&](std::function<void()> done) {
+      std::lock_guard lock(mutex);
+      posted.push_back(std::move(done));
+    });
+    auto run_posted = [&] {
+      for (;;) {
+        std::vector<std::function<void()>> batch;
+        {
+          std::lock_guard lock(mutex);
+          batch.swap(posted);
+        }
+        if (batch.empty()) return;
+        for (auto& done : batch) done();
+      }
+    };
+    std::vector<std::uint8_t> payload(200, 'x');
+    int outstanding = 0;
+    auto commit = [&] {
+      ++outstanding;
+      store->commit_async([&](Result<void, Error> r) {
+        ASSERT_TRUE(r) << r.error().message;
+        --outstanding;
+      });
+    };
+    kept = store->append(delivery(1, 99, 1), bytes("for the offline one"), false, 0).sequence;
+    for (std::uint64_t i = 2; i <= 2000; ++i) {
+      auto s = store->append(delivery(1, 2, i), payload, false, 0).sequence;
+      commit();
+      store->acknowledge(2, s);
+      commit();
+      if (i % 7 == 0) run_posted();  // completions lag behind, as on a busy loop
+    }
+    for (int spins = 0; outstanding > 0 && spins < 1000; ++spins) {
+      run_posted();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    ASSERT_EQ(outstanding, 0);
+    commit();  // one more round, so that the last compaction's original can go
+    for (int spins = 0; outstanding > 0 && spins < 1000; ++spins) {
+      run_posted();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    EXPECT_LE(store->segment_count(), 3u);
+  }
+  EXPECT_FALSE(fs::exists(dir.path() + "/log/00000000000000000001.seg"));
+  auto store = open_log(dir.path(), small_segments());
+  auto pending = store->pending(99, 0, 10);
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].sequence, kept);
+  EXPECT_EQ(text(pending[0].payload), "for the offline one");
+  EXPECT_TRUE(store->pending(2, 0, 10000).empty());
 }
 
 TEST(LogStore, ANonSegmentFileInTheLogIsAClearError) {
