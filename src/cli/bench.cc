@@ -159,6 +159,9 @@ struct Pair {
   Worker* receiver_worker = nullptr;
 
   // Sender side.
+  // Paced runs: this pair's schedule starts phase_ns after the run's, so that the pairs' messages
+  // arrive evenly spread in time instead of all pairs sending at the same instants.
+  std::uint64_t phase_ns = 0;
   std::vector<std::uint8_t> payload;
   std::uint64_t next_seq = 0;       // messages sent, whole run
   std::uint64_t sent_measured = 0;  // sent with a timestamp inside the window
@@ -253,6 +256,8 @@ class Worker {
   }
   void send_due();
   void send(Pair& pair, std::uint64_t count);
+  // When message k of pair is due (paced runs).
+  std::uint64_t due_at(const Pair& pair, std::uint64_t k) const;
 
   client::ClientTransport transport_;
   Outcome& outcome_;
@@ -390,25 +395,29 @@ void Worker::send_due() {
     if (in_flight >= load_->window_size) continue;
     std::uint64_t room = load_->window_size - in_flight;
     if (paced) {
-      // Message k of a pair is due at start + k / rate.
-      const auto due = static_cast<std::uint64_t>(static_cast<double>(now - load_->start_ns) * load_->per_pair_per_ns) + 1;
+      // Message k of a pair is due at start + phase + k / rate; due counts the messages due by now.
+      const std::uint64_t pair_start = load_->start_ns + p->phase_ns;
+      std::uint64_t due = 0;
+      if (now >= pair_start) {
+        due = static_cast<std::uint64_t>(static_cast<double>(now - pair_start) * load_->per_pair_per_ns) + 1;
+      }
       if (due <= p->next_seq) {
-        const auto at = load_->start_ns + static_cast<std::uint64_t>(static_cast<double>(p->next_seq) / load_->per_pair_per_ns);
-        next_due_ns = std::min(next_due_ns, at);
+        next_due_ns = std::min(next_due_ns, due_at(*p, p->next_seq));
         continue;
       }
       room = std::min(room, due - p->next_seq);
     }
     send(*p, room);
-    if (paced) {
-      const auto at = load_->start_ns + static_cast<std::uint64_t>(static_cast<double>(p->next_seq) / load_->per_pair_per_ns);
-      next_due_ns = std::min(next_due_ns, at);
-    }
+    if (paced) next_due_ns = std::min(next_due_ns, due_at(*p, p->next_seq));
   }
   if (paced && pace_timer_ == 0 && next_due_ns != std::numeric_limits<std::uint64_t>::max()) {
     const std::uint64_t delay = std::max(kPaceTickNs, next_due_ns > now ? next_due_ns - now : 0);
     pace_timer_ = loop_.add_timer(loop_.now() + delay, [this] { pace_timer_ = 0; });
   }
+}
+
+std::uint64_t Worker::due_at(const Pair& pair, std::uint64_t k) const {
+  return load_->start_ns + pair.phase_ns + static_cast<std::uint64_t>(static_cast<double>(k) / load_->per_pair_per_ns);
 }
 
 void Worker::send(Pair& pair, std::uint64_t count) {
@@ -520,6 +529,8 @@ int run_bench(const BenchFlags& flags) {
     pair->payload.resize(payload_size);
     bench::fill_payload(pair->payload);
     pair->next_message_id = message_id_base;
+    // Pair i starts i / rate after pair 0: together the pairs send one message every 1 / rate.
+    if (flags.rate > 0) pair->phase_ns = static_cast<std::uint64_t>(static_cast<double>(i) * 1e9 / flags.rate);
     pair->receiver = &receiver_worker.add_connection(pair->receiver_id, flags.client.protocol,
                                                      minter->token_for(pair->receiver_id));
     pair->receiver->pair = pair.get();

@@ -484,8 +484,9 @@ int main(int argc, char** argv) {
   bench->add_option("--window", bench_flags.window, "Un-received messages in flight per pair, at most")
       ->capture_default_str()
       ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 20));
-  bench->add_option("--rate", bench_flags.rate, "Messages per second in total, paced evenly over the pairs (0: as "
-                                                 "fast as the window allows)")
+  bench->add_option("--rate", bench_flags.rate,
+                    "Messages per second in total, paced evenly over the pairs and in time (0: as fast as the "
+                    "window allows)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
 
