@@ -39,10 +39,13 @@ class Scratch {
   std::string path_;
 };
 
-template <typename Open>
-void message_life(benchmark::State& state, Open open) {
+// Store: LogStore or SqliteStore, both opened the same way.
+template <typename Store>
+void message_life(benchmark::State& state) {
   Scratch dir;
-  std::unique_ptr<MessageStore> store = open(dir.path());
+  auto opened = Store::open(dir.path(), SyncMode::Off, {});
+  if (!opened) std::abort();
+  std::unique_ptr<MessageStore> store = std::move(*opened);
   std::vector<std::uint8_t> payload(static_cast<std::size_t>(state.range(0)), 0x5a);
   std::uint64_t message_id = 1;
   std::vector<std::pair<std::int32_t, std::uint64_t>> batch;
@@ -62,22 +65,7 @@ void message_life(benchmark::State& state, Open open) {
   state.SetBytesProcessed(state.iterations() * kBatch * state.range(0));
 }
 
-void BM_LogStoreMessageLife(benchmark::State& state) {
-  message_life(state, [](const std::string& dir) -> std::unique_ptr<MessageStore> {
-    auto opened = debra::store::LogStore::open(dir, SyncMode::Off, {});
-    if (!opened) std::abort();
-    return std::move(*opened);
-  });
-}
-BENCHMARK(BM_LogStoreMessageLife)->Arg(64)->Arg(1024);
-
-void BM_SqliteStoreMessageLife(benchmark::State& state) {
-  message_life(state, [](const std::string& dir) -> std::unique_ptr<MessageStore> {
-    auto opened = debra::store::SqliteStore::open(dir, SyncMode::Off, {});
-    if (!opened) std::abort();
-    return std::move(*opened);
-  });
-}
-BENCHMARK(BM_SqliteStoreMessageLife)->Arg(64)->Arg(1024);
+BENCHMARK(message_life<debra::store::LogStore>)->Name("BM_LogStoreMessageLife")->Arg(64)->Arg(1024);
+BENCHMARK(message_life<debra::store::SqliteStore>)->Name("BM_SqliteStoreMessageLife")->Arg(64)->Arg(1024);
 
 }  // namespace
