@@ -47,6 +47,7 @@ EventLoop::~EventLoop() {
   }
   leftover.clear();
   timer_callbacks_.clear();
+  on_request_.clear();
   close(wake_fd_);
   close(timer_fd_);
   close(epoll_fd_);
@@ -84,8 +85,43 @@ std::uint64_t EventLoop::add_before_sleep(Callback hook) {
   return next_hook_id_++;
 }
 
+std::uint64_t EventLoop::add_before_sleep_on_request(Callback hook) {
+  on_request_.emplace(next_hook_id_, OnRequest{std::move(hook)});
+  return next_hook_id_++;
+}
+
+void EventLoop::request_before_sleep(std::uint64_t id) {
+  auto it = on_request_.find(id);
+  if (it == on_request_.end() || it->second.requested) return;
+  it->second.requested = true;
+  requested_.push_back(id);
+}
+
 void EventLoop::remove_before_sleep(std::uint64_t id) {
+  if (on_request_.erase(id) != 0) return;  // a stale entry in requested_ is skipped when it comes up
   std::erase_if(before_sleep_, [id](const auto& entry) { return entry.first == id; });
+}
+
+void EventLoop::run_before_sleep() {
+  // By index: a hook may add or remove hooks.
+  for (std::size_t i = 0; i < before_sleep_.size(); ++i) {
+    auto hook = before_sleep_[i].second;
+    hook();
+  }
+  std::vector<std::uint64_t> batch;
+  while (!requested_.empty()) {
+    batch.clear();
+    batch.swap(requested_);
+    for (std::uint64_t id : batch) {
+      auto it = on_request_.find(id);
+      if (it == on_request_.end()) continue;
+      it->second.requested = false;
+      // Copy: the hook may remove itself. A capture of a pointer or two fits std::function's
+      // small buffer, so this does not allocate.
+      Callback hook = it->second.hook;
+      hook();
+    }
+  }
 }
 
 void EventLoop::post(Callback callback) {
@@ -140,11 +176,7 @@ void EventLoop::run() {
   running_ = true;
   std::array<epoll_event, 64> events{};
   while (!stop_requested_) {
-    // By index: a hook may add or remove hooks.
-    for (std::size_t i = 0; i < before_sleep_.size(); ++i) {
-      auto hook = before_sleep_[i].second;
-      hook();
-    }
+    run_before_sleep();
     arm_timerfd();
     int n = epoll_wait(epoll_fd_, events.data(), static_cast<int>(events.size()), -1);
     now_ = monotonic_now();

@@ -40,6 +40,13 @@ class EventLoop {
   // Runs hook before every wait, after all ready events were handled. Returns an id for
   // remove_before_sleep.
   std::uint64_t add_before_sleep(Callback hook);
+  // Registers a hook that runs before a wait only after request_before_sleep(id), once however often
+  // it was requested. A thread may hold thousands of these (one per client endpoint) at no cost per
+  // iteration; each iteration runs the every-time hooks first, then the requested ones, until none is
+  // requested.
+  std::uint64_t add_before_sleep_on_request(Callback hook);
+  void request_before_sleep(std::uint64_t id);
+  // Removes either kind; a removed hook does not run even if requested.
   void remove_before_sleep(std::uint64_t id);
 
   // Runs callback on the loop thread soon. Thread-safe.
@@ -57,6 +64,7 @@ class EventLoop {
   void arm_timerfd();
   void run_due_timers();
   void run_posted();
+  void run_before_sleep();
 
   int epoll_fd_ = -1;
   int timer_fd_ = -1;
@@ -69,6 +77,12 @@ class EventLoop {
   std::unordered_map<TimerId, std::pair<std::multimap<Timestamp, TimerId>::iterator, Callback>> timer_callbacks_;
   std::unordered_map<int, Callback> readers_;
   std::vector<std::pair<std::uint64_t, Callback>> before_sleep_;
+  struct OnRequest {
+    Callback hook;
+    bool requested = false;
+  };
+  std::unordered_map<std::uint64_t, OnRequest> on_request_;
+  std::vector<std::uint64_t> requested_;
   std::uint64_t next_hook_id_ = 1;
   std::mutex posted_mutex_;
   std::vector<Callback> posted_;

@@ -18,11 +18,13 @@ Result<std::unique_ptr<ClientEndpoint>, Error> ClientEndpoint::connect(net::Even
   auto session = tls.new_session();
   if (!session) return Unexpected{session.error()};
   std::unique_ptr<ClientEndpoint> endpoint(new ClientEndpoint(loop, std::move(*socket)));
+  ClientEndpoint* raw = endpoint.get();
+  // Registered first: the connection may ask for a flush as soon as it exists.
+  raw->before_sleep_hook_ = loop.add_before_sleep_on_request([raw] { raw->flush_pending(); });
   endpoint->connection_ = Connection::create_client(*endpoint, settings, *session, endpoint->socket_.local_address(),
                                                     server, loop.now());
   if (!endpoint->connection_) return make_error("cannot create a QUIC connection");
   endpoint->connection_->set_handler(&handler);
-  ClientEndpoint* raw = endpoint.get();
   loop.add_reader(raw->socket_.fd(), [raw] {
     raw->socket_.receive([raw](const net::Datagram& datagram) {
       if (!raw->connection_) return;
@@ -32,7 +34,6 @@ Result<std::unique_ptr<ClientEndpoint>, Error> ClientEndpoint::connect(net::Even
       raw->connection_->on_datagram(path, datagram.data, raw->loop_.now());
     });
   });
-  raw->before_sleep_hook_ = loop.add_before_sleep([raw] { raw->flush_pending(); });
   raw->schedule_flush(*raw->connection_);  // the first flight: ClientHello
   return endpoint;
 }
@@ -58,7 +59,11 @@ void ClientEndpoint::send_packets(const net::Address& local, const net::Address&
   socket_.send(remote, local, data, segment_size);
 }
 
-void ClientEndpoint::schedule_flush(Connection&) { flush_pending_ = true; }
+void ClientEndpoint::schedule_flush(Connection&) {
+  if (flush_pending_) return;
+  flush_pending_ = true;
+  loop_.request_before_sleep(before_sleep_hook_);
+}
 
 void ClientEndpoint::flush_pending() {
   while (flush_pending_) {

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: MIT
+//
+// EventLoop's before-sleep hooks: the every-iteration kind and the on-request kind that client
+// endpoints use, one per connection, so that a thread with thousands of them does not run each one
+// on every iteration.
+#include "net/event_loop.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace debra::net {
+namespace {
+
+// Runs loop iterations until stop: each post() below wakes the loop once.
+void run_iterations(EventLoop& loop, int iterations) {
+  for (int i = 0; i < iterations; ++i) loop.post([] {});
+  loop.post([&loop] { loop.post([&loop] { loop.stop(); }); });
+  loop.run();
+}
+
+TEST(EventLoop, AnOnRequestHookRunsOnceForEveryRequestBeforeTheNextWait) {
+  EventLoop loop;
+  int runs = 0;
+  auto id = loop.add_before_sleep_on_request([&] { ++runs; });
+  loop.post([&] {
+    loop.request_before_sleep(id);
+    loop.request_before_sleep(id);  // coalesced with the first
+  });
+  run_iterations(loop, 3);
+  EXPECT_EQ(runs, 1);
+
+  loop.post([&] { loop.request_before_sleep(id); });
+  run_iterations(loop, 3);
+  EXPECT_EQ(runs, 2);
+}
+
+TEST(EventLoop, AHookRequestedByAnotherRunsBeforeTheSameWait) {
+  EventLoop loop;
+  std::vector<std::string> order;
+  std::uint64_t second = 0;
+  auto first = loop.add_before_sleep_on_request([&] {
+    order.push_back("first");
+    loop.request_before_sleep(second);
+  });
+  second = loop.add_before_sleep_on_request([&] { order.push_back("second"); });
+  loop.add_before_sleep([&] { order.push_back("every"); });
+  // The request and the stop come in one callback: only one wait can come between them.
+  loop.post([&] {
+    loop.request_before_sleep(first);
+    loop.stop();
+  });
+  loop.run();
+  // stop() posts, so the loop sleeps once more after the request: the hooks ran before that wait.
+  ASSERT_GE(order.size(), 3u);
+  EXPECT_EQ(order[order.size() - 3], "every");
+  EXPECT_EQ(order[order.size() - 2], "first");
+  EXPECT_EQ(order[order.size() - 1], "second");
+}
+
+TEST(EventLoop, ARemovedHookDoesNotRunEvenIfRequested) {
+  EventLoop loop;
+  int runs = 0;
+  std::uint64_t removed = 0;
+  auto remover = loop.add_before_sleep_on_request([&] { loop.remove_before_sleep(removed); });
+  removed = loop.add_before_sleep_on_request([&] { ++runs; });
+  loop.post([&] {
+    loop.request_before_sleep(remover);
+    loop.request_before_sleep(removed);  // queued behind the hook that removes it
+  });
+  run_iterations(loop, 2);
+  EXPECT_EQ(runs, 0);
+  loop.request_before_sleep(removed);  // a request for a removed id is ignored
+  run_iterations(loop, 2);
+  EXPECT_EQ(runs, 0);
+}
+
+TEST(EventLoop, AHookMayRemoveItselfWhileItRuns) {
+  EventLoop loop;
+  int runs = 0;
+  std::uint64_t id = 0;
+  id = loop.add_before_sleep_on_request([&] {
+    ++runs;
+    loop.remove_before_sleep(id);
+  });
+  loop.post([&] { loop.request_before_sleep(id); });
+  run_iterations(loop, 2);
+  EXPECT_EQ(runs, 1);
+}
+
+TEST(EventLoop, EveryIterationHooksStillRunEveryIteration) {
+  EventLoop loop;
+  int every = 0;
+  int requested = 0;
+  loop.add_before_sleep([&] { ++every; });
+  loop.add_before_sleep_on_request([&] { ++requested; });
+  run_iterations(loop, 4);
+  EXPECT_GE(every, 2);
+  EXPECT_EQ(requested, 0);
+}
+
+}  // namespace
+}  // namespace debra::net
