@@ -201,7 +201,7 @@ Result<void, Error> LogStore::replay(std::uint64_t id, Segment& segment, bool ne
     if (r.type == log::RecordType::Append) {
       const log::AppendRecord& a = r.append;
       next_sequence_ = std::max(next_sequence_, a.sequence + 1);
-      Inbox& inbox = inboxes_[a.recipient];
+      Inbox& inbox = inbox_of(a.recipient);
       if (auto it = inbox.messages.find(a.sequence); it != inbox.messages.end()) {
         // A copy made by compaction: the message now lives here. The later record wins whole, even
         // if damage made the two differ.
@@ -250,11 +250,20 @@ Result<void, Error> LogStore::start_segment() {
   return {};
 }
 
+LogStore::Inbox& LogStore::inbox_of(core::ClientId recipient) {
+  return inboxes_.try_emplace(recipient, &pool_).first->second;
+}
+
 void LogStore::hold(core::ClientId recipient, std::uint64_t sequence, const Entry& entry, std::size_t record_size) {
-  Inbox& inbox = inboxes_[recipient];
+  Inbox& inbox = inbox_of(recipient);
   inbox.messages.emplace(sequence, entry);
   inbox.bytes += entry.payload_size;
-  if (entry.expires_at_ms > 0) deadlines_.emplace(entry.expires_at_ms, sequence, recipient);
+  ++held_;
+  if (entry.expires_at_ms > 0) {
+    deadlines_.push_back(Deadline{entry.expires_at_ms, sequence, recipient});
+    std::push_heap(deadlines_.begin(), deadlines_.end(), later);
+    if (deadlines_.size() > 2 * held_ + 1024) rebuild_deadlines();
+  }
   Segment& segment = segments_.at(entry.segment);
   segment.live += 1;
   segment.live_bytes += record_size;
@@ -271,8 +280,17 @@ core::StoredMessage LogStore::describe(core::ClientId recipient, std::uint64_t s
   return m;
 }
 
-core::StoredMessage LogStore::release(core::ClientId recipient, std::map<std::uint64_t, Entry>::iterator it,
-                                      std::uint64_t removed_in) {
+void LogStore::rebuild_deadlines() {
+  deadlines_.clear();
+  for (const auto& [recipient, inbox] : inboxes_) {
+    for (const auto& [sequence, entry] : inbox.messages) {
+      if (entry.expires_at_ms > 0) deadlines_.push_back(Deadline{entry.expires_at_ms, sequence, recipient});
+    }
+  }
+  std::make_heap(deadlines_.begin(), deadlines_.end(), later);
+}
+
+core::StoredMessage LogStore::release(core::ClientId recipient, Messages::iterator it, std::uint64_t removed_in) {
   Inbox& inbox = inboxes_.at(recipient);
   const Entry& e = it->second;
   core::StoredMessage m = describe(recipient, it->first, e);
@@ -281,9 +299,9 @@ core::StoredMessage LogStore::release(core::ClientId recipient, std::map<std::ui
   segment.live_bytes -= log::append_record_size(e.payload_size);
   if (segment.live == 0) reclaim_due_ = true;
   if (e.segment != removed_in) segments_.at(removed_in).cancels_into.insert(e.segment);
-  if (e.expires_at_ms > 0) deadlines_.erase(Deadline{e.expires_at_ms, it->first, recipient});
   inbox.bytes -= e.payload_size;
   inbox.messages.erase(it);
+  --held_;
   if (inbox.messages.empty()) inboxes_.erase(recipient);
   return m;
 }
@@ -413,10 +431,14 @@ std::vector<core::StoredMessage> LogStore::pending(core::ClientId recipient, std
 std::vector<core::StoredMessage> LogStore::expire(std::int64_t now_ms) {
   std::vector<core::StoredMessage> out;
   prune_dedupe(now_ms);
-  while (!deadlines_.empty() && std::get<0>(*deadlines_.begin()) <= now_ms) {
-    auto [deadline, sequence, recipient] = *deadlines_.begin();
-    Inbox& inbox = inboxes_.at(recipient);
-    auto it = inbox.messages.find(sequence);
+  while (!deadlines_.empty() && deadlines_.front().at_ms <= now_ms) {
+    std::pop_heap(deadlines_.begin(), deadlines_.end(), later);
+    const auto [deadline, sequence, recipient] = deadlines_.back();
+    deadlines_.pop_back();
+    auto inbox = inboxes_.find(recipient);
+    if (inbox == inboxes_.end()) continue;  // released before it expired
+    auto it = inbox->second.messages.find(sequence);
+    if (it == inbox->second.messages.end() || it->second.expires_at_ms != deadline) continue;
     const std::uint64_t bytes = it->second.payload_size;
     log::encode(log::RemoveRecord{sequence, recipient}, buffer_);
     out.push_back(release(recipient, it, active_));

@@ -145,6 +145,38 @@ TEST_P(MessageStoreTest, ExpireRemovesOnlyMessagesPastTheirDeadline) {
   EXPECT_EQ(store->stats().held_messages, 1u);
 }
 
+TEST_P(MessageStoreTest, AcknowledgedMessagesNeverExpireAndTheRestExpireInOrder) {
+  // Thousands of messages come and are acknowledged while a few stay: the log's expiry heap then
+  // holds mostly released entries and is rebuilt several times on the way.
+  TempDir dir;
+  core::StoreLimits limits;
+  limits.ttl_ms = 1000;
+  auto store = open_store(dir.path(), SyncMode::Off, limits);
+  for (int i = 0; i < 3000; ++i) {
+    auto appended = store->append(delivery(1, 2 + i % 3, static_cast<std::uint64_t>(i) + 1), bytes("m"), false, i);
+    ASSERT_EQ(appended.status, AppendStatus::Stored);
+    ASSERT_TRUE(store->commit());
+    if (i % 500 != 7) {
+      ASSERT_TRUE(store->acknowledge(2 + i % 3, appended.sequence));
+    }
+  }
+  ASSERT_TRUE(store->commit());
+  EXPECT_EQ(store->stats().held_messages, 6u);
+  auto expired = store->expire(1000 + 1499);  // accepted at 1499 or before
+  ASSERT_EQ(expired.size(), 3u);
+  EXPECT_EQ(expired[0].message_id, 8u);
+  EXPECT_EQ(expired[1].message_id, 508u);
+  EXPECT_EQ(expired[2].message_id, 1008u);
+  expired = store->expire(10'000);
+  ASSERT_EQ(expired.size(), 3u);
+  EXPECT_EQ(expired[0].message_id, 1508u);
+  EXPECT_EQ(expired[1].message_id, 2008u);
+  EXPECT_EQ(expired[2].message_id, 2508u);
+  EXPECT_TRUE(store->expire(20'000).empty());
+  EXPECT_EQ(store->stats().held_messages, 0u);
+  EXPECT_EQ(store->stats().expired, 6u);
+}
+
 TEST_P(MessageStoreTest, EverySyncModeKeepsCommittedMessages) {
   for (SyncMode mode : {SyncMode::Always, SyncMode::Batch, SyncMode::Off}) {
     TempDir dir;
