@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 #include "store/log_format.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "util/crc32c.h"
@@ -64,7 +65,10 @@ std::optional<std::uint64_t> decode_header(std::span<const std::uint8_t> bytes) 
 
 void encode(const AppendRecord& record, std::vector<std::uint8_t>& out) {
   const std::size_t start = out.size();
-  out.reserve(start + append_record_size(record.payload.size()));
+  // Grow geometrically: reserve() to the exact size would reallocate and copy the whole batch on
+  // every record once a batch outgrows the largest before it, quadratic in the batch.
+  const std::size_t needed = start + append_record_size(record.payload.size());
+  if (needed > out.capacity()) out.reserve(std::max(needed, 2 * out.capacity()));
   out.resize(start + kFrameSize);
   out.push_back(static_cast<std::uint8_t>(RecordType::Append));
   put_u64(out, record.sequence);

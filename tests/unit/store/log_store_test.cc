@@ -90,6 +90,24 @@ TEST(LogFormat, RecordsRoundTripAndEveryDamagedByteIsCaught) {
   }
 }
 
+TEST(LogFormat, ABatchOfRecordsGrowsItsBufferGeometrically) {
+  // A batch that outgrows every batch before it must not be copied whole on each record: that was
+  // quadratic, and it made a router with 16 k messages in flight stall for seconds.
+  std::vector<std::uint8_t> out;
+  auto payload = bytes(std::string(64, 'x'));
+  std::size_t reallocations = 0;
+  std::size_t capacity = out.capacity();
+  for (std::uint64_t sequence = 1; sequence <= 20'000; ++sequence) {
+    log::encode(log::AppendRecord{sequence, 9, 3, sequence, false, 0, 0, payload}, out);
+    if (out.capacity() != capacity) {
+      ++reallocations;
+      capacity = out.capacity();
+    }
+  }
+  EXPECT_EQ(out.size(), 20'000 * log::append_record_size(payload.size()));
+  EXPECT_LE(reallocations, 32u);
+}
+
 TEST(LogStore, AnInterruptedWriteIsCutOffAndEverythingCommittedSurvives) {
   TempDir dir;
   {
