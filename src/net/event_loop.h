@@ -8,6 +8,8 @@
 #include <unordered_map>
 #include <vector>
 
+struct epoll_event;
+
 namespace debra::net {
 
 // Timestamp: nanoseconds of CLOCK_MONOTONIC, the unit ngtcp2 uses.
@@ -15,8 +17,9 @@ using Timestamp = std::uint64_t;
 Timestamp monotonic_now();
 
 // EventLoop: a thin epoll loop for one thread: readable file descriptors, timers with nanosecond
-// resolution (QUIC pacing gaps are microseconds), before-sleep hooks that flush batched writes, and
-// post() for work handed over from other threads. Everything but post() and stop() must be called
+// resolution (QUIC pacing gaps are microseconds; the earliest deadline is epoll_pwait2's timeout, or
+// a timerfd's on kernels before 5.11), before-sleep hooks that flush batched writes, and post() for
+// work handed over from other threads. Everything but post() and stop() must be called
 // from the loop's thread.
 class EventLoop {
  public:
@@ -61,13 +64,15 @@ class EventLoop {
   Timestamp now() const { return now_; }
 
  private:
+  int wait(epoll_event* events, int max_events);
   void arm_timerfd();
   void run_due_timers();
   void run_posted();
   void run_before_sleep();
 
   int epoll_fd_ = -1;
-  int timer_fd_ = -1;
+  int timer_fd_ = -1;  // only where epoll_pwait2 is missing (use_timerfd_)
+  bool use_timerfd_ = false;
   int wake_fd_ = -1;
   bool running_ = false;
   Timestamp now_ = 0;

@@ -100,5 +100,28 @@ TEST(EventLoop, EveryIterationHooksStillRunEveryIteration) {
   EXPECT_EQ(requested, 0);
 }
 
+TEST(EventLoop, TimersFireInDeadlineOrderNotBeforeTheirDeadlineAndCancelledOnesNever) {
+  EventLoop loop;
+  std::vector<int> fired;
+  std::vector<Timestamp> late;
+  const Timestamp start = monotonic_now();
+  auto at = [&](Timestamp offset, int tag) {
+    return loop.add_timer(start + offset, [&, offset, tag] {
+      fired.push_back(tag);
+      late.push_back(monotonic_now() - (start + offset));
+    });
+  };
+  at(3'000'000, 3);
+  at(1'000'000, 1);
+  auto cancelled = at(2'000'000, 2);
+  at(0, 0);  // already due: fires in the first iteration
+  loop.cancel_timer(cancelled);
+  loop.add_timer(start + 5'000'000, [&] { loop.stop(); });
+  loop.run();
+  EXPECT_EQ(fired, (std::vector<int>{0, 1, 3}));
+  // Unsigned: a timer that fired before its deadline wraps around to a huge lateness.
+  for (Timestamp l : late) EXPECT_LT(l, 1'000'000'000ULL);
+}
+
 }  // namespace
 }  // namespace debra::net
