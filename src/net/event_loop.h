@@ -19,8 +19,8 @@ Timestamp monotonic_now();
 // EventLoop: a thin epoll loop for one thread: readable file descriptors, timers with nanosecond
 // resolution (QUIC pacing gaps are microseconds; the earliest deadline is epoll_pwait2's timeout, or
 // a timerfd's on kernels before 5.11), before-sleep hooks that flush batched writes, and post() for
-// work handed over from other threads. Everything but post() and stop() must be called
-// from the loop's thread.
+// work handed over from other threads. Everything but post() and stop() must be called from the
+// loop's thread.
 class EventLoop {
  public:
   using TimerId = std::uint64_t;

@@ -188,7 +188,7 @@ TlsClientContext::~TlsClientContext() {
 
 Result<gnutls_session_t, Error> TlsClientContext::new_session() const {
   gnutls_session_t session = nullptr;
-  // One key share, X25519's (the first group): GnuTLS would also make a P-256 one, about a sixth of a
+  // One key share, X25519's (the first group): GnuTLS would also make a P-256 one, about a tenth of a
   // client's handshake CPU, that every debra router ignores. A server without X25519 costs one
   // HelloRetryRequest round trip.
   if (int rv = gnutls_init(&session, GNUTLS_CLIENT | GNUTLS_KEY_SHARE_TOP); rv != 0) {
