@@ -87,13 +87,17 @@ Result<void, Error> UdpSocket::configure() {
   return {};
 }
 
-Result<UdpSocket, Error> UdpSocket::bind(const Address& address) {
+Result<UdpSocket, Error> UdpSocket::bind(const Address& address, Sharing sharing) {
   int fd = socket(address.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return make_error(errno_text("socket"));
   UdpSocket sock(fd);
+  int on = 1;
   if (address.family() == AF_INET6) {
-    int on = 1;  // an IPv6 listener serves IPv6 only; listen twice for both
+    // An IPv6 listener serves IPv6 only; listen twice for both.
     setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+  }
+  if (sharing == Sharing::Shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) {
+    return make_error(errno_text("SO_REUSEPORT"));
   }
   if (::bind(fd, address.sockaddr_ptr(), address.length) != 0) {
     return make_error(errno_text(("bind " + address.to_string()).c_str()));

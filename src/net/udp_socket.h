@@ -35,8 +35,11 @@ struct SocketStats {
 class UdpSocket {
  public:
   // Binds to address (port 0 picks one). Wildcard addresses work: each datagram's local address
-  // comes from IP_PKTINFO / IPV6_RECVPKTINFO and replies are sent from it.
-  static Result<UdpSocket, Error> bind(const Address& address);
+  // comes from IP_PKTINFO / IPV6_RECVPKTINFO and replies are sent from it. Shared: SO_REUSEPORT, so
+  // several sockets (one per server thread) share the address and the kernel spreads peers over them
+  // by their address and port; a socket without it cannot join them, nor they it.
+  enum class Sharing { Exclusive, Shared };
+  static Result<UdpSocket, Error> bind(const Address& address, Sharing sharing = Sharing::Exclusive);
   // An unbound socket of remote's family, connected to remote (for a client).
   static Result<UdpSocket, Error> connect(const Address& remote);
 

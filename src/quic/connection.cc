@@ -21,6 +21,13 @@ ngtcp2_addr to_ngtcp2(const net::Address& address) {
   return {const_cast<ngtcp2_sockaddr*>(reinterpret_cast<const ngtcp2_sockaddr*>(&address.storage)), address.length};
 }
 
+net::Address from_ngtcp2(const ngtcp2_addr& address) {
+  net::Address converted;
+  converted.length = static_cast<socklen_t>(std::min<std::size_t>(address.addrlen, sizeof converted.storage));
+  std::memcpy(&converted.storage, address.addr, converted.length);
+  return converted;
+}
+
 void random_bytes(std::uint8_t* dest, std::size_t length) {
   // Only fails when the library is in an error state; a zero-filled CID is still usable.
   if (gnutls_rnd(GNUTLS_RND_RANDOM, dest, length) != 0) std::memset(dest, 0, length);
@@ -69,9 +76,9 @@ struct Callbacks {
 
   static int get_new_connection_id(ngtcp2_conn*, ngtcp2_cid* cid, std::uint8_t* token, std::size_t cidlen,
                                    void* user_data) {
-    random_bytes(cid->data, cidlen);
-    cid->datalen = cidlen;
     auto* c = self(user_data);
+    c->transport_.new_connection_id(cid->data, cidlen);
+    cid->datalen = cidlen;
     c->transport_.stateless_reset_token(token, *cid);
     c->transport_.on_connection_id_issued(*c, *cid);
     return 0;
@@ -266,7 +273,7 @@ std::uint64_t Connection::write(StreamId id, std::span<const std::uint8_t> bytes
   if (state_ != State::Open) return 0;
   Stream* stream = find_stream(id);
   if (stream == nullptr) return 0;  // closed or reset by the peer: nothing can reach it any more
-  queued_bytes_ += bytes.size();
+  set_queued_bytes(queued_bytes() + bytes.size());
   stream->buffer.append(bytes);
   transport_.schedule_flush(*this);
   return stream->buffer.end();
@@ -317,14 +324,14 @@ int Connection::on_acked(StreamId id, std::uint64_t offset, std::uint64_t length
   if (stream == nullptr) return 0;
   std::uint64_t before = stream->buffer.unacked_bytes();
   stream->buffer.acknowledge(offset + length);
-  queued_bytes_ -= before - stream->buffer.unacked_bytes();
+  set_queued_bytes(queued_bytes() - (before - stream->buffer.unacked_bytes()));
   if (handler_ != nullptr) handler_->on_data_acknowledged();
   return 0;
 }
 
 int Connection::on_stream_closed(StreamId id, std::uint64_t app_error_code) {
   if (auto it = streams_.find(id); it != streams_.end()) {
-    queued_bytes_ -= it->second.buffer.unacked_bytes();
+    set_queued_bytes(queued_bytes() - it->second.buffer.unacked_bytes());
     streams_.erase(it);
   }
   // Give the peer its stream credit back (RFC 9000 §4.6): a client may replace a stream it closed.
@@ -428,7 +435,7 @@ void Connection::flush(Timestamp now) {
   flush_scheduled_ = false;
   if (state_ != State::Open) return;
   if (!write_streams(now)) return;
-  if (pending_close_ && (queued_bytes_ == 0 || now >= pending_close_deadline_)) {
+  if (pending_close_ && (queued_bytes() == 0 || now >= pending_close_deadline_)) {
     ngtcp2_connection_close_error error;
     ngtcp2_connection_close_error_set_application_error(
         &error, pending_close_->error_code, reinterpret_cast<const std::uint8_t*>(pending_close_->reason.data()),
@@ -450,8 +457,17 @@ bool Connection::write_streams(Timestamp now) {
   std::size_t batch_bytes = 0;
   std::size_t segment = 0;
   std::size_t packets = 0;
+  // The path of the packets in the batch: ngtcp2 chooses it per packet, since a peer whose address
+  // changed (a NAT rebinding, a migration) is answered on the new path, and probed on it, while
+  // the old one may still carry packets.
+  ngtcp2_path_storage batch_path;
+  ngtcp2_path_storage_zero(&batch_path);
+  auto send = [&](std::size_t bytes, std::size_t segment_size) {
+    transport_.send_packets(from_ngtcp2(batch_path.path.local), from_ngtcp2(batch_path.path.remote),
+                            buffer.first(bytes), segment_size);
+  };
   auto send_batch = [&] {
-    if (batch_bytes > 0) transport_.send_packets(local_, remote_, buffer.first(batch_bytes), segment);
+    if (batch_bytes > 0) send(batch_bytes, segment);
     batch_bytes = 0;
     segment = 0;
   };
@@ -484,7 +500,7 @@ bool Connection::write_streams(Timestamp now) {
       }
       if (n == NGTCP2_ERR_STREAM_SHUT_WR || n == NGTCP2_ERR_STREAM_NOT_FOUND) {
         // The peer stopped the stream: its queued bytes can never be delivered.
-        queued_bytes_ -= stream->buffer.unacked_bytes();
+        set_queued_bytes(queued_bytes() - stream->buffer.unacked_bytes());
         streams_.erase(stream_id);
         continue;
       }
@@ -499,16 +515,16 @@ bool Connection::write_streams(Timestamp now) {
     if (stream != nullptr && consumed > 0) stream->buffer.mark_sent(static_cast<std::size_t>(consumed));
     if (n == 0) break;
     auto size = static_cast<std::size_t>(n);
-    if (segment != 0 && size > segment) {
-      // GSO needs equal segments (only the last may be shorter): send what we have, and start a new
-      // batch with this packet.
+    if (segment != 0 && (size > segment || !ngtcp2_path_eq(&ps.path, &batch_path.path))) {
+      // GSO needs equal segments (only the last may be shorter) on one path: send what we have, and
+      // start a new batch with this packet.
       std::size_t previous = batch_bytes;
-      std::size_t previous_segment = segment;
-      transport_.send_packets(local_, remote_, buffer.first(previous), previous_segment);
+      send(previous, segment);
       std::memmove(buffer.data(), buffer.data() + previous, size);
       batch_bytes = 0;
       segment = 0;
     }
+    if (segment == 0) ngtcp2_path_copy(&batch_path.path, &ps.path);
     if (segment == 0) segment = size;
     batch_bytes += size;
     ++packets;
@@ -546,7 +562,7 @@ void Connection::start_closing(ngtcp2_connection_close_error error, CloseInfo in
   ngtcp2_ssize n = ngtcp2_conn_write_connection_close(conn_, &ps.path, &pi, buffer.data(),
                                                       ngtcp2_conn_get_path_max_tx_udp_payload_size(conn_), &error, now);
   streams_.clear();
-  queued_bytes_ = 0;
+  set_queued_bytes(0);
   if (n <= 0) {
     // Nothing can be sent (e.g. before any keys exist): there is no closing period to keep.
     die(close_info_);
@@ -581,7 +597,7 @@ void Connection::start_draining(Timestamp now) {
                           error.type == NGTCP2_CONNECTION_CLOSE_ERROR_CODE_TYPE_APPLICATION, error.error_code,
                           std::string(reinterpret_cast<const char*>(error.reason), error.reasonlen)};
   streams_.clear();
-  queued_bytes_ = 0;
+  set_queued_bytes(0);
   if (timer_ != 0) transport_.loop().cancel_timer(timer_);
   timer_ = transport_.loop().add_timer(now + 3 * ngtcp2_conn_get_pto(conn_), [this] {
     timer_ = 0;
@@ -591,7 +607,9 @@ void Connection::start_draining(Timestamp now) {
 }
 
 void Connection::send_close_packet() {
-  if (!close_packet_.empty()) transport_.send_packets(local_, remote_, close_packet_, close_packet_.size());
+  if (close_packet_.empty()) return;
+  const ngtcp2_path* path = ngtcp2_conn_get_path(conn_);
+  transport_.send_packets(from_ngtcp2(path->local), from_ngtcp2(path->remote), close_packet_, close_packet_.size());
 }
 
 void Connection::die(CloseInfo info) {
@@ -604,5 +622,7 @@ void Connection::die(CloseInfo info) {
   if (handler != nullptr) handler->on_closed(info);
   transport_.on_connection_dead(*this);
 }
+
+void Transport::new_connection_id(std::uint8_t* data, std::size_t length) { random_bytes(data, length); }
 
 }  // namespace debra::quic

@@ -10,6 +10,7 @@
 #include <ngtcp2/ngtcp2.h>
 #include <ngtcp2/ngtcp2_crypto.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -128,8 +129,9 @@ class Connection {
   std::uint64_t write(StreamId id, std::span<const std::uint8_t> bytes);
   // How much of the stream the peer has acknowledged, as a stream offset.
   std::uint64_t acknowledged_offset(StreamId id) const;
-  // Bytes written on all streams and not yet acknowledged by the peer.
-  std::uint64_t queued_bytes() const { return queued_bytes_; }
+  // Bytes written on all streams and not yet acknowledged by the peer. The one member that may be
+  // read on any thread (a router thread weighing a delivery to this connection); a moment stale there.
+  std::uint64_t queued_bytes() const { return queued_bytes_.load(std::memory_order_relaxed); }
 
   // Receive flow control. Bytes handed to ConnectionHandler::on_stream_data count as consumed when
   // that call returns, and their credit goes back to the peer then. A handler that cannot take them
@@ -204,7 +206,8 @@ class Connection {
   bool handshake_completed_ = false;
   State state_ = State::Open;
   std::unordered_map<StreamId, Stream> streams_;
-  std::uint64_t queued_bytes_ = 0;
+  void set_queued_bytes(std::uint64_t bytes) { queued_bytes_.store(bytes, std::memory_order_relaxed); }
+  std::atomic<std::uint64_t> queued_bytes_ = 0;  // written on the loop thread only
   std::uint64_t credit_held_in_call_ = 0;  // hold_credit() during the current on_stream_data
   std::optional<CloseInfo> pending_close_;   // close() requested, waiting for the drain
   Timestamp pending_close_deadline_ = 0;
@@ -229,6 +232,9 @@ class Transport {
                             std::size_t segment_size) = 0;
   // Asks for flush(now) of connection before the loop sleeps.
   virtual void schedule_flush(Connection& connection) = 0;
+  // Fills a connection ID of length bytes that this endpoint will route to connection: random, but
+  // a server with several threads marks which thread owns it (ServerEndpoint).
+  virtual void new_connection_id(std::uint8_t* data, std::size_t length);
   // Server: route packets for a new connection ID to connection / stop routing one.
   virtual void on_connection_id_issued(Connection& connection, const ngtcp2_cid& cid) = 0;
   virtual void on_connection_id_retired(const ngtcp2_cid& cid) = 0;

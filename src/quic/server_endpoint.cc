@@ -24,17 +24,40 @@ constexpr double kResetBurst = 100;
 // timeout.
 constexpr std::size_t kMinStatelessResetLength = 1 + NGTCP2_MIN_STATELESS_RESET_RANDLEN + NGTCP2_STATELESS_RESET_TOKENLEN;
 
-// The IP address of a socket address, without its port: the unit of the per-address limit.
-std::string address_key(const net::Address& address) {
-  if (address.family() == AF_INET) {
-    const auto& in = reinterpret_cast<const sockaddr_in*>(&address.storage)->sin_addr;
-    return std::string(reinterpret_cast<const char*>(&in), sizeof in);
+// Whether two socket addresses have the same IP address, whatever their ports.
+bool same_host(const net::Address& a, const net::Address& b) {
+  if (a.family() != b.family()) return false;
+  if (a.family() == AF_INET) {
+    return std::memcmp(&reinterpret_cast<const sockaddr_in*>(&a.storage)->sin_addr,
+                       &reinterpret_cast<const sockaddr_in*>(&b.storage)->sin_addr, sizeof(in_addr)) == 0;
   }
-  const auto& in6 = reinterpret_cast<const sockaddr_in6*>(&address.storage)->sin6_addr;
-  return std::string(reinterpret_cast<const char*>(&in6), sizeof in6);
+  return std::memcmp(&reinterpret_cast<const sockaddr_in6*>(&a.storage)->sin6_addr,
+                     &reinterpret_cast<const sockaddr_in6*>(&b.storage)->sin6_addr, sizeof(in6_addr)) == 0;
 }
 
+// A datagram another thread's socket received, copied for the thread that owns its connection.
+struct ForwardedDatagram {
+  std::vector<std::uint8_t> bytes;
+  net::Address remote;
+  net::Address local;
+};
+
 }  // namespace
+
+EndpointStats& EndpointStats::operator+=(const EndpointStats& other) {
+  accepted += other.accepted;
+  refused += other.refused;
+  refused_per_address += other.refused_per_address;
+  retries_sent += other.retries_sent;
+  invalid_tokens += other.invalid_tokens;
+  abandoned_before_retry += other.abandoned_before_retry;
+  stateless_resets_sent += other.stateless_resets_sent;
+  version_negotiations_sent += other.version_negotiations_sent;
+  received_datagrams += other.received_datagrams;
+  dropped_datagrams += other.dropped_datagrams;
+  forwarded_datagrams += other.forwarded_datagrams;
+  return *this;
+}
 
 std::size_t ServerEndpoint::CidHash::operator()(const CidKey& key) const {
   // CIDs are random bytes we chose (or the client's random original DCID): any 8 of them hash well.
@@ -53,7 +76,8 @@ ServerEndpoint::CidKey ServerEndpoint::key_of(const std::uint8_t* data, std::siz
 Result<std::unique_ptr<ServerEndpoint>, Error> ServerEndpoint::create(net::EventLoop& loop, ServerConfig config,
                                                                       const TlsServerContext& tls,
                                                                       Acceptor acceptor) {
-  auto socket = net::UdpSocket::bind(config.listen);
+  auto socket = net::UdpSocket::bind(config.listen, config.threads > 1 ? net::UdpSocket::Sharing::Shared
+                                                                        : net::UdpSocket::Sharing::Exclusive);
   if (!socket) return Unexpected{socket.error()};
   std::unique_ptr<ServerEndpoint> endpoint(
       new ServerEndpoint(loop, std::move(config), tls, std::move(acceptor), std::move(*socket)));
@@ -68,11 +92,27 @@ Result<std::unique_ptr<ServerEndpoint>, Error> ServerEndpoint::create(net::Event
 ServerEndpoint::ServerEndpoint(net::EventLoop& loop, ServerConfig config, const TlsServerContext& tls,
                                Acceptor acceptor, net::UdpSocket socket)
     : loop_(loop), config_(std::move(config)), tls_(tls), acceptor_(std::move(acceptor)),
-      socket_(std::move(socket)), tx_buffer_(kTxBufferSize), reset_tokens_(kResetBurst) {}
+      socket_(std::move(socket)), tx_buffer_(kTxBufferSize),
+      admission_(config_.admission ? config_.admission
+                                   : std::make_shared<Admission>(config_.max_connections,
+                                                                 config_.max_connections_per_address)),
+      reset_tokens_(kResetBurst) {}
 
 ServerEndpoint::~ServerEndpoint() { loop_.remove_reader(socket_.fd()); }
 
-void ServerEndpoint::on_datagram(const net::Datagram& datagram) {
+void ServerEndpoint::forward(std::size_t thread, const net::Datagram& datagram) {
+  ServerEndpoint* owner = siblings_[thread];
+  ++stats_.forwarded_datagrams;
+  auto copy = std::make_shared<ForwardedDatagram>(
+      ForwardedDatagram{{datagram.data.begin(), datagram.data.end()}, datagram.remote, datagram.local});
+  owner->loop_.post([owner, copy] {
+    owner->on_datagram(net::Datagram{copy->bytes, copy->remote, copy->local}, true);
+    // Posted work runs outside the loop's socket handler, so the answer needs a flush of its own.
+    owner->flush_pending();
+  });
+}
+
+void ServerEndpoint::on_datagram(const net::Datagram& datagram, bool forwarded) {
   ++stats_.received_datagrams;
   ngtcp2_version_cid vc;
   int rv = ngtcp2_pkt_decode_version_cid(&vc, datagram.data.data(), datagram.data.size(), kScidLength);
@@ -92,6 +132,13 @@ void ServerEndpoint::on_datagram(const net::Datagram& datagram) {
     return;
   }
   if (vc.version == 0) {
+    // A connection of another thread: the kernel spreads peers over the threads' sockets by address
+    // and port, so its client's address changed (a NAT rebinding, a migration).
+    if (!forwarded && config_.threads > 1 && vc.dcidlen == kScidLength && vc.dcid[0] < siblings_.size() &&
+        vc.dcid[0] != config_.thread) {
+      forward(vc.dcid[0], datagram);
+      return;
+    }
     // A short-header packet for a connection we do not know (we restarted, or it is long gone).
     send_stateless_reset(datagram, vc);
     return;
@@ -101,22 +148,13 @@ void ServerEndpoint::on_datagram(const net::Datagram& datagram) {
     ++stats_.dropped_datagrams;
     return;
   }
-  if (!accepting_ || connections_.size() >= config_.max_connections) {
-    ++stats_.refused;
-    send_close(datagram, header, NGTCP2_CONNECTION_REFUSED);
-    return;
-  }
-  if (auto it = per_address_.find(address_key(datagram.remote));
-      it != per_address_.end() && it->second >= config_.max_connections_per_address) {
-    ++stats_.refused;
-    ++stats_.refused_per_address;
-    spdlog::debug("quic: refusing {}: {} connections from that address already", datagram.remote.to_string(),
-                  it->second);
-    send_close(datagram, header, NGTCP2_CONNECTION_REFUSED);
+  if (Admission::Verdict verdict = accepting_ ? admission_->check(datagram.remote) : Admission::Verdict::Full;
+      verdict != Admission::Verdict::Admitted) {
+    refuse(datagram, header, verdict);
     return;
   }
   if (header.token.len == 0) {
-    if (handshakes_in_progress_ >= config_.retry_threshold) {
+    if (admission_->handshakes_in_progress() >= config_.retry_threshold) {
       send_retry(datagram, header);
       return;
     }
@@ -125,7 +163,7 @@ void ServerEndpoint::on_datagram(const net::Datagram& datagram) {
   }
   if (header.token.base[0] != NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
     // We issue no NEW_TOKEN tokens, so this one is not ours: treat the client as unvalidated.
-    if (handshakes_in_progress_ >= config_.retry_threshold) {
+    if (admission_->handshakes_in_progress() >= config_.retry_threshold) {
       send_retry(datagram, header);
       return;
     }
@@ -148,7 +186,7 @@ void ServerEndpoint::on_datagram(const net::Datagram& datagram) {
   // client can hold a token for that DCID from this address.
   if (auto it = by_cid_.find(key_of(original_dcid)); it != by_cid_.end()) {
     Connection& abandoned = *it->second;
-    if (!abandoned.handshake_completed() && address_key(abandoned.remote_address()) == address_key(datagram.remote)) {
+    if (!abandoned.handshake_completed() && same_host(abandoned.remote_address(), datagram.remote)) {
       ++stats_.abandoned_before_retry;
       // The client has keys for neither this connection's Initial packets nor a close: nothing to send.
       abandoned.abandon("the client restarted its handshake after our Retry");
@@ -159,33 +197,40 @@ void ServerEndpoint::on_datagram(const net::Datagram& datagram) {
 
 void ServerEndpoint::accept(const net::Datagram& datagram, const ngtcp2_pkt_hd& header,
                             const ngtcp2_cid* original_dcid, bool validated) {
+  if (Admission::Verdict verdict = admission_->admit(datagram.remote); verdict != Admission::Verdict::Admitted) {
+    // Another thread's endpoint took the last place since on_datagram checked.
+    refuse(datagram, header, verdict);
+    return;
+  }
   auto session = tls_.new_session();
   if (!session) {
+    admission_->release(datagram.remote);
     spdlog::error("quic: {}", session.error().message);
     return;
   }
   ngtcp2_cid scid;
   scid.datalen = kScidLength;
-  gnutls_rnd(GNUTLS_RND_RANDOM, scid.data, scid.datalen);
+  new_connection_id(scid.data, scid.datalen);
   std::array<std::uint8_t, NGTCP2_STATELESS_RESET_TOKENLEN> token{};
   stateless_reset_token(token.data(), scid);
   auto connection = Connection::create_server(*this, config_.transport, *session, header, original_dcid, scid, token,
                                               datagram.local, datagram.remote, validated, loop_.now());
   if (!connection) {  // the half-made connection already released the session
+    admission_->release(datagram.remote);
     ++stats_.dropped_datagrams;
     return;
   }
   Connection* raw = connection.get();
   ConnectionHandler* handler = acceptor_(*raw);
   if (handler == nullptr) {
+    admission_->release(datagram.remote);
     ++stats_.refused;
     send_close(datagram, header, NGTCP2_CONNECTION_REFUSED);
     return;
   }
   raw->set_handler(handler);
   connections_.emplace(raw, std::move(connection));
-  ++per_address_[address_key(datagram.remote)];
-  ++handshakes_in_progress_;
+  admission_->handshake_started();
   ++stats_.accepted;
   // The client keeps addressing its Initial packets to the DCID it chose until it hears from us.
   on_connection_id_issued(*raw, header.dcid);
@@ -194,6 +239,16 @@ void ServerEndpoint::accept(const net::Datagram& datagram, const ngtcp2_pkt_hd& 
                                {const_cast<ngtcp2_sockaddr*>(datagram.remote.sockaddr_ptr()), datagram.remote.length},
                                nullptr},
                    datagram.data, loop_.now());
+}
+
+void ServerEndpoint::refuse(const net::Datagram& datagram, const ngtcp2_pkt_hd& header, Admission::Verdict why) {
+  ++stats_.refused;
+  if (why == Admission::Verdict::AddressFull) {
+    ++stats_.refused_per_address;
+    spdlog::debug("quic: refusing {}: {} connections from that address already", datagram.remote.to_string(),
+                  admission_->from_address(datagram.remote));
+  }
+  send_close(datagram, header, NGTCP2_CONNECTION_REFUSED);
 }
 
 void ServerEndpoint::send_retry(const net::Datagram& datagram, const ngtcp2_pkt_hd& header) {
@@ -302,23 +357,25 @@ void ServerEndpoint::stateless_reset_token(std::uint8_t* token, const ngtcp2_cid
                                                &cid);
 }
 
-void ServerEndpoint::on_handshake_completed(Connection&) {
-  if (handshakes_in_progress_ > 0) --handshakes_in_progress_;
+void ServerEndpoint::new_connection_id(std::uint8_t* data, std::size_t length) {
+  Transport::new_connection_id(data, length);
+  // The owner's thread, in the first byte: what a sibling reads to pass the connection's packets on.
+  if (config_.threads > 1 && length > 0) data[0] = config_.thread;
 }
+
+void ServerEndpoint::on_handshake_completed(Connection&) { admission_->handshake_ended(); }
 
 void ServerEndpoint::on_connection_dead(Connection& connection) {
   auto it = connections_.find(&connection);
   if (it == connections_.end()) return;
-  if (!connection.handshake_completed() && handshakes_in_progress_ > 0) --handshakes_in_progress_;
+  if (!connection.handshake_completed()) admission_->handshake_ended();
   if (auto cids = cids_of_.find(&connection); cids != cids_of_.end()) {
     for (const CidKey& key : cids->second) {
       if (auto found = by_cid_.find(key); found != by_cid_.end() && found->second == &connection) by_cid_.erase(found);
     }
     cids_of_.erase(cids);
   }
-  if (auto count = per_address_.find(address_key(connection.remote_address())); count != per_address_.end()) {
-    if (--count->second == 0) per_address_.erase(count);
-  }
+  admission_->release(connection.remote_address());
   // Destroyed before the loop sleeps, once no frame of ours is still inside it.
   dead_.push_back(std::move(it->second));
   connections_.erase(it);

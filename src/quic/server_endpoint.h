@@ -11,6 +11,7 @@
 
 #include "net/event_loop.h"
 #include "net/udp_socket.h"
+#include "quic/admission.h"
 #include "quic/connection.h"
 #include "quic/tls.h"
 
@@ -33,6 +34,15 @@ struct ServerConfig {
   std::size_t max_connections_per_address = 128;
   // transport: the settings of every accepted connection.
   TransportSettings transport;
+  // thread / threads: this endpoint's place among the endpoints that share the listening address,
+  // one per server thread (SO_REUSEPORT when threads > 1). The connection IDs an endpoint issues
+  // carry its thread in their first byte, so a packet the kernel hands to another thread's socket
+  // (the client's address changed) is passed on to the owner (ServerEndpoint::set_siblings).
+  std::uint8_t thread = 0;
+  std::uint8_t threads = 1;
+  // admission: the connection limits, shared by all the endpoints on the address; null: the
+  // endpoint makes its own from max_connections and max_connections_per_address.
+  std::shared_ptr<Admission> admission;
 };
 
 // EndpointStats: counters of the server endpoint.
@@ -49,6 +59,10 @@ struct EndpointStats {
   std::uint64_t version_negotiations_sent = 0;
   std::uint64_t received_datagrams = 0;
   std::uint64_t dropped_datagrams = 0;  // included in received_datagrams
+  // Datagrams for a connection of another thread's endpoint, passed on to it.
+  std::uint64_t forwarded_datagrams = 0;
+
+  EndpointStats& operator+=(const EndpointStats& other);
 };
 
 // ServerEndpoint: one UDP socket and every connection on it. Routes datagrams to connections by
@@ -65,11 +79,16 @@ class ServerEndpoint final : public Transport {
   ~ServerEndpoint() override;
 
   const net::Address& local_address() const { return socket_.local_address(); }
+  // This endpoint's connections, in any state.
   std::size_t connection_count() const { return connections_.size(); }
   // Connections not yet closing or draining.
   std::size_t open_connection_count() const;
-  std::size_t handshakes_in_progress() const { return handshakes_in_progress_; }
+  const Admission& admission() const { return *admission_; }
   const EndpointStats& stats() const { return stats_; }
+
+  // The endpoints of the other threads on the same address, by thread (this one's own slot is
+  // ignored): where packets for their connections go. Set before the loops run.
+  void set_siblings(std::vector<ServerEndpoint*> siblings) { siblings_ = std::move(siblings); }
 
   // Closes every connection with app_error_code after its queued data is flushed (bounded by the
   // transport's close_drain_timeout) and stops accepting new ones.
@@ -84,6 +103,7 @@ class ServerEndpoint final : public Transport {
   void on_connection_id_issued(Connection& connection, const ngtcp2_cid& cid) override;
   void on_connection_id_retired(const ngtcp2_cid& cid) override;
   void stateless_reset_token(std::uint8_t* token, const ngtcp2_cid& cid) override;
+  void new_connection_id(std::uint8_t* data, std::size_t length) override;
   void on_connection_dead(Connection& connection) override;
   void on_handshake_completed(Connection& connection) override;
 
@@ -104,9 +124,14 @@ class ServerEndpoint final : public Transport {
 
   ServerEndpoint(net::EventLoop& loop, ServerConfig config, const TlsServerContext& tls, Acceptor acceptor,
                  net::UdpSocket socket);
-  void on_datagram(const net::Datagram& datagram);
+  // forwarded: a sibling's socket received it; it is never passed on again.
+  void on_datagram(const net::Datagram& datagram, bool forwarded = false);
+  // Passes a copy of datagram to the endpoint of thread (on that thread).
+  void forward(std::size_t thread, const net::Datagram& datagram);
   void accept(const net::Datagram& datagram, const ngtcp2_pkt_hd& header, const ngtcp2_cid* original_dcid,
               bool validated);
+  // Answers a new connection with CONNECTION_REFUSED and counts why.
+  void refuse(const net::Datagram& datagram, const ngtcp2_pkt_hd& header, Admission::Verdict why);
   void send_retry(const net::Datagram& datagram, const ngtcp2_pkt_hd& header);
   void send_stateless_reset(const net::Datagram& datagram, const ngtcp2_version_cid& vc);
   void send_version_negotiation(const net::Datagram& datagram, const ngtcp2_version_cid& vc);
@@ -122,11 +147,10 @@ class ServerEndpoint final : public Transport {
   std::unordered_map<CidKey, Connection*, CidHash> by_cid_;
   std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
   std::unordered_map<Connection*, std::vector<CidKey>> cids_of_;
-  // Open connections per remote IP address (the address bytes, without the port).
-  std::unordered_map<std::string, std::size_t> per_address_;
+  std::shared_ptr<Admission> admission_;
+  std::vector<ServerEndpoint*> siblings_;
   std::vector<Connection*> pending_flush_;
   std::vector<std::unique_ptr<Connection>> dead_;
-  std::size_t handshakes_in_progress_ = 0;
   bool accepting_ = true;
   EndpointStats stats_;
   // A token bucket for stateless resets, so spoofed short packets cannot make us a reflector.
