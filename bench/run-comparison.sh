@@ -23,8 +23,9 @@
 #   DURATION [3]            measured seconds per run      WARMUP [1]   warm-up seconds per run
 #   SIZES ["64 1024 16384"] payload bytes                 PAIRS ["1 8 64"]  pair counts
 #   WINDOW [64]             in-flight messages per pair
-#   LABELS ["native legacy nats native-nostore native-sqlite"]   which rows to run:
-#       native / legacy: debra as shipped (--store log --sync batch), by protocol
+#   LABELS ["native legacy nats native-nostore native-1thread native-sqlite"]   which rows to run:
+#       native / legacy: debra as shipped (--store log --sync batch, a loop thread per CPU), by protocol
+#       native-1thread:  debra native with --threads 1 (one loop thread, as before #5's threads)
 #       native-nostore:  debra native with --store none (forwarding only, the original semantics)
 #       native-sqlite:   debra native with --store sqlite (the first store)
 #       nats:            nats-server 2.9 with TLS, through debra-nats-load
@@ -44,7 +45,7 @@ WARMUP="${WARMUP:-1}"
 SIZES="${SIZES:-64 1024 16384}"
 PAIRS="${PAIRS:-1 8 64}"
 WINDOW="${WINDOW:-64}"
-LABELS="${LABELS:-native legacy nats native-nostore native-sqlite}"
+LABELS="${LABELS:-native legacy nats native-nostore native-1thread native-sqlite}"
 IDLE_CONNECTIONS="${IDLE_CONNECTIONS:-10000}"
 HALF_PEAK="${HALF_PEAK:-1}"
 THREADS="${THREADS:-2}"
@@ -133,6 +134,7 @@ run_cell() {
     native|legacy) server_args="" ;;
     native-nostore) server_args="--store none" ;;
     native-sqlite) server_args="--store sqlite" ;;
+    native-1thread) server_args="--threads 1" ;;
   esac
   if [[ "$label" != nats ]]; then
     # shellcheck disable=SC2086

@@ -120,13 +120,22 @@ class InMemoryConnection final : public server::SessionConnection {
 
 // Client: one fuzzed client: its connection, its Session, and the harness's own reading of the bytes
 // it sent (the first registration on the stream, if any).
-struct Client {
-  Client(bool is_legacy, net::EventLoop& loop, core::Router& router, const server::SessionConfig& config,
-         server::SessionCounters& counters, server::RateLimiting& rate_limiting)
+struct Client final : server::SessionOwner {
+  Client(bool is_legacy, net::EventLoop& loop, server::SharedCore& core, const server::SessionConfig& config,
+         server::SessionCounters& counters)
       : legacy(is_legacy), connection(is_legacy), reader(config.max_frame_size),
-        session(connection, loop, router, config, counters, rate_limiting,
-                [this](server::Session&) { finished = true; }) {
+        session(connection, loop, core, nullptr, config, counters, *this) {
     session.on_handshake_completed();
+  }
+
+  // server::SessionOwner: input is handled after each operation, as a server thread does before its
+  // loop sleeps.
+  void on_input(server::Session&) override { has_input = true; }
+  void on_finished(server::Session&) override { finished = true; }
+  void handle_input() {
+    if (!has_input) return;
+    has_input = false;
+    session.handle_input();
   }
 
   void feed(std::span<const std::uint8_t> bytes, bool fin) {
@@ -170,6 +179,7 @@ struct Client {
   std::optional<Registration> first_registration;
   bool finished = false;
   bool closed = false;
+  bool has_input = false;
   server::Session session;
 };
 
@@ -210,8 +220,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // The rate limits as shipped; the loop only serves their timers, and never runs.
   net::EventLoop loop;
   server::RateLimiting rate_limiting{core::RateLimits{}};
-  Client a((flags & 1) != 0, loop, router, config, counters, rate_limiting);
-  Client b((flags & 2) != 0, loop, router, config, counters, rate_limiting);
+  server::SharedCore core(router, rate_limiting);
+  auto held = core.lock();  // one thread: held throughout, as a server thread holds it for its sessions
+  Client a((flags & 1) != 0, loop, core, config, counters);
+  Client b((flags & 2) != 0, loop, core, config, counters);
   Client* clients[2] = {&a, &b};
 
   std::size_t offset = 1;
@@ -230,6 +242,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (!client.closed) client.feed({data + offset, length}, false);
       offset += length;
     }
+    for (Client* c : clients) c->handle_input();
     router.flush();
 
     for (const Client* c : clients) check_registration(*c, router, config, secret);

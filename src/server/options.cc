@@ -66,6 +66,11 @@ ServerOptions::ServerOptions(CLI::App& app) : ttl_s_(static_cast<double>(config_
                  "Seconds a connection may take to finish its handshake before it is dropped")
       ->capture_default_str()
       ->check(CLI::Range(1u, 600u));
+  app.add_option("--threads", config_.threads,
+                 "Event-loop threads, each with its own socket on --listen (SO_REUSEPORT); 0: one per CPU this "
+                 "process may run on")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{0}, kMaxThreads));
   app.add_option("--metrics-listen", metrics_listen_,
                  "Serve Prometheus metrics at http://HOST:PORT/metrics (default: off; loopback only unless "
                  "--metrics-allow-remote)");

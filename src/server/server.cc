@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <gnutls/crypto.h>
+#include <sched.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "auth/token.h"
 #include "policy/policy_file.h"
@@ -38,11 +40,6 @@ std::uint64_t resident_memory_bytes() {
   std::uint64_t resident_pages = 0;
   if (!(statm >> size_pages >> resident_pages)) return 0;
   return resident_pages * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
-}
-
-std::int64_t wall_clock_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 // Loads the 32-byte QUIC static secret from the data dir, creating it on first start, so Retry and
@@ -110,7 +107,28 @@ Result<OpenedStore, Error> open_store(const ServerConfig& config) {
 
 }  // namespace
 
+std::size_t default_thread_count() {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  std::size_t count = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? static_cast<std::size_t>(CPU_COUNT(&cpus))
+                                                                    : std::thread::hardware_concurrency();
+  return std::clamp<std::size_t>(count, 1, kMaxThreads);
+}
+
 Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
+  if (config.threads > kMaxThreads) {
+    return make_error("--threads " + std::to_string(config.threads) + ": at most " + std::to_string(kMaxThreads));
+  }
+  const std::size_t threads = config.threads == 0 ? default_thread_count() : config.threads;
+  // Signals arrive as events of worker 0's loop (a signalfd), so shutdown and policy reloads run
+  // there like the rest of its work. Blocked before any thread starts (the store's sync thread, the
+  // workers, the metrics server), since each inherits the mask.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
   std::error_code ec;
   fs::path dir(config.data_dir);
   fs::create_directories(dir, ec);
@@ -161,19 +179,63 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
 
   std::unique_ptr<Server> server(new Server(std::move(config), std::move(*tls), std::move(message_store->store)));
   Server* raw = server.get();
-  if (message_store->log != nullptr) {
-    // The loop goes on reading and routing while the disk makes a batch durable; the batch's
-    // replies and deliveries go out on the loop once it is (docs/architecture.md, "Threads").
-    message_store->log->sync_on_thread([loop = &raw->loop_](std::function<void()> done) { loop->post(std::move(done)); });
+
+  quic::ServerConfig quic = raw->config_.quic;
+  quic.threads = static_cast<std::uint8_t>(threads);
+  quic.admission = std::make_shared<quic::Admission>(quic.max_connections, quic.max_connections_per_address);
+  if (threads > 1) {
+    // Sockets share an address only if each asks to, so one that does not ask finds any that did
+    // (another router on this port) and the address stays an error, as with one thread.
+    auto probe = net::UdpSocket::bind(quic.listen);
+    if (!probe) return Unexpected{probe.error()};
   }
-  auto endpoint = quic::ServerEndpoint::create(raw->loop_, raw->config_.quic, raw->tls_,
-                                               [raw](quic::Connection& c) { return raw->accept(c); });
-  if (!endpoint) return Unexpected{endpoint.error()};
-  raw->endpoint_ = std::move(*endpoint);
+  for (std::size_t i = 0; i < threads; ++i) {
+    quic.thread = static_cast<std::uint8_t>(i);
+    // The others join the first one's address, which has the port the kernel picked for port 0.
+    if (i > 0) quic.listen = raw->workers_.front()->local_address();
+    auto worker = Worker::create(quic, raw->tls_, raw->core_, raw->config_.session);
+    if (!worker) return Unexpected{worker.error()};
+    raw->workers_.push_back(std::move(*worker));
+  }
+  std::vector<quic::ServerEndpoint*> endpoints;
+  for (auto& worker : raw->workers_) endpoints.push_back(&worker->endpoint());
+  for (auto& worker : raw->workers_) worker->endpoint().set_siblings(endpoints);
+
+  raw->commit_relay_->loop = &raw->main_worker().loop();
+  if (message_store->log != nullptr) {
+    // The loops go on reading and routing while the disk makes a batch durable; the batch's
+    // replies and deliveries go out once it is (docs/architecture.md, "Threads").
+    message_store->log->sync_on_thread([relay = raw->commit_relay_, core = &raw->core_](std::function<void()> done) {
+      std::lock_guard lock(relay->mutex);
+      if (relay->loop == nullptr) return;
+      relay->loop->post([core, done = std::move(done)] {
+        auto guard = core->lock();
+        done();
+      });
+    });
+  }
+
+  raw->signal_fd_ = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  raw->main_worker().loop().add_reader(raw->signal_fd_, [raw] {
+    signalfd_siginfo info;
+    while (read(raw->signal_fd_, &info, sizeof info) == sizeof info) {
+      if (info.ssi_signo == SIGHUP) {
+        raw->reload_policy();
+        continue;
+      }
+      spdlog::info("received {}, shutting down", strsignal(static_cast<int>(info.ssi_signo)));
+      raw->begin_shutdown();
+    }
+  });
+  if (raw->store_) raw->schedule_expiry();
   if (const auto& listen = raw->config_.metrics_listen) {
     auto exporter = metrics::HttpExporter::start(listen->host(), listen->port());
     if (!exporter) return Unexpected{exporter.error()};
     raw->metrics_ = std::move(*exporter);
+    // A first page at once, while no loop runs yet, so a scrape right after the ready line has one.
+    std::vector<WorkerFigures> figures;
+    for (auto& worker : raw->workers_) figures.push_back(worker->figures());
+    raw->metrics_->publish(raw->metrics_page(figures));
     raw->publish_metrics();
   }
   return server;
@@ -181,37 +243,8 @@ Result<std::unique_ptr<Server>, Error> Server::create(ServerConfig config) {
 
 Server::Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<core::MessageStore> store)
     : config_(std::move(config)), tls_(std::move(tls)), store_(std::move(store)),
-      router_(config_.router, store_.get()), rate_limiting_(config_.rate_limits) {
+      router_(config_.router, store_.get()), rate_limiting_(config_.rate_limits), core_(router_, rate_limiting_) {
   router_.set_policy(std::move(config_.policy));  // the router holds the policy in force from here on
-  // Signals arrive as loop events, so shutdown and policy reloads run on the loop thread like
-  // everything else.
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGINT);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &mask, nullptr);
-  signal_fd_ = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-  loop_.add_reader(signal_fd_, [this] {
-    signalfd_siginfo info;
-    while (read(signal_fd_, &info, sizeof info) == sizeof info) {
-      if (info.ssi_signo == SIGHUP) {
-        reload_policy();
-        continue;
-      }
-      spdlog::info("received {}, shutting down", strsignal(static_cast<int>(info.ssi_signo)));
-      begin_shutdown();
-    }
-  });
-  // Runs before the endpoint's flush (registered earlier), so the replies and deliveries a commit
-  // releases leave in the same iteration.
-  loop_.add_before_sleep([this] {
-    router_.set_wall_clock_ms(wall_clock_ms());
-    router_.flush();
-    finished_.clear();
-    if (shutting_down_) check_shutdown_done();
-  });
-  if (store_) schedule_expiry();
 }
 
 void Server::reload_policy() {
@@ -226,35 +259,34 @@ void Server::reload_policy() {
     return;
   }
   spdlog::info("policy reloaded from {}: {}", config_.policy_file, policy::describe(*reloaded));
+  auto guard = core_.lock();
   router_.set_policy(std::move(*reloaded));
 }
 
 void Server::schedule_expiry() {
-  expiry_timer_ = loop_.add_timer(loop_.now() + quic::kSecond, [this] {
-    if (std::size_t n = router_.expire(wall_clock_ms()); n > 0) spdlog::info("{} messages expired", n);
+  net::EventLoop& loop = main_worker().loop();
+  loop.add_timer(loop.now() + quic::kSecond, [this] {
+    std::size_t expired = 0;
+    {
+      auto guard = core_.lock();
+      expired = router_.expire(wall_clock_ms());
+    }
+    if (expired > 0) spdlog::info("{} messages expired", expired);
     schedule_expiry();
   });
 }
 
 Server::~Server() {
-  loop_.remove_reader(signal_fd_);
-  close(signal_fd_);
-}
-
-quic::ConnectionHandler* Server::accept(quic::Connection& connection) {
-  if (shutting_down_) return nullptr;
-  auto on_finished = [this](Session& s) {
-    // Called from inside the connection's teardown: destroy the session once that call returns.
-    auto it = sessions_.find(&s);
-    if (it == sessions_.end()) return;
-    finished_.push_back(std::move(it->second));
-    sessions_.erase(it);
-  };
-  auto session = std::make_unique<Session>(connection, loop_, router_, config_.session, counters_, rate_limiting_,
-                                           std::move(on_finished));
-  Session* raw = session.get();
-  sessions_.emplace(raw, std::move(session));
-  return raw;
+  {
+    std::lock_guard lock(commit_relay_->mutex);
+    commit_relay_->loop = nullptr;
+  }
+  if (signal_fd_ >= 0) {
+    if (!workers_.empty()) main_worker().loop().remove_reader(signal_fd_);
+    close(signal_fd_);
+  }
+  // Sessions call into the core as they go: the workers go before it.
+  workers_.clear();
 }
 
 void Server::run() {
@@ -274,38 +306,77 @@ void Server::run() {
     if (config_.metrics_listen->family() == AF_INET6) host = "[" + host + "]";
     std::printf("debra-server metrics on http://%s:%u/metrics\n", host.c_str(), metrics_->port());
   }
-  std::printf("debra-server ready on %s (data dir %s)\n", endpoint_->local_address().to_string().c_str(),
+  spdlog::info("{} event-loop threads, each with a socket on {}", workers_.size(), local_address().to_string());
+  std::printf("debra-server ready on %s (data dir %s)\n", local_address().to_string().c_str(),
               config_.data_dir.c_str());
   std::fflush(stdout);
-  loop_.run();
-  router_.flush();  // commit what the last iteration accepted but did not answer
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < workers_.size(); ++i) {
+    threads.emplace_back([worker = workers_[i].get()] { worker->run(); });
+  }
+  main_worker().run();
+  for (std::thread& thread : threads) thread.join();
+  WorkerFigures figures;
+  for (auto& worker : workers_) figures += worker->figures();
+  auto guard = core_.lock();
+  router_.flush();  // commit what the last iterations accepted but did not answer
+  const SessionCounters& counters = figures.sessions_total;
   spdlog::info("stopped: {} connections accepted, {} messages in, {} delivered, {} protocol errors, {} refused "
                "registrations (Unauthenticated), {} messages refused by the send policy, {} messages refused for "
                "the rate limit (RateLimited), {} legacy messages delayed for it, {} rate buckets forgotten before "
                "they were full",
-               endpoint_->stats().accepted, counters_.messages_in, router_.stats().delivered,
-               counters_.protocol_errors, counters_.auth_refusals, counters_.policy_refusals, counters_.rate_refusals,
-               counters_.rate_delays, rate_limiting_.limiter.stats().evicted);
+               figures.quic.accepted, counters.messages_in, router_.stats().delivered, counters.protocol_errors,
+               counters.auth_refusals, counters.policy_refusals, counters.rate_refusals, counters.rate_delays,
+               rate_limiting_.limiter.stats().evicted);
 }
 
 void Server::publish_metrics() {
-  metrics_->publish(metrics_page());
-  loop_.add_timer(loop_.now() + kMetricsInterval, [this] { publish_metrics(); });
+  // Every thread copies its own figures on its own thread; the last one to answer has worker 0
+  // build and publish the page, so a page is as fresh as one round of the threads' loops.
+  struct Gather {
+    std::mutex mutex;
+    std::vector<WorkerFigures> figures;
+    std::size_t missing = 0;
+  };
+  auto gather = std::make_shared<Gather>();
+  gather->figures.resize(workers_.size());
+  gather->missing = workers_.size() - 1;
+  gather->figures.front() = main_worker().figures();
+  auto publish = [this, gather] { metrics_->publish(metrics_page(gather->figures)); };
+  if (gather->missing == 0) publish();
+  for (std::size_t i = 1; i < workers_.size(); ++i) {
+    workers_[i]->loop().post([this, gather, publish, i] {
+      WorkerFigures figures = workers_[i]->figures();
+      std::lock_guard lock(gather->mutex);
+      gather->figures[i] = figures;
+      if (--gather->missing == 0) main_worker().loop().post(publish);
+    });
+  }
+  net::EventLoop& loop = main_worker().loop();
+  loop.add_timer(loop.now() + kMetricsInterval, [this] { publish_metrics(); });
 }
 
-std::string Server::metrics_page() const {
+std::string Server::metrics_page(const std::vector<WorkerFigures>& threads) {
   metrics::Exposition page;
-  const quic::EndpointStats& quic = endpoint_->stats();
-  std::uint64_t queued_bytes = 0;
-  for (const auto& [raw, session] : sessions_) queued_bytes += session->queued_bytes();
+  WorkerFigures figures;
+  for (const WorkerFigures& thread : threads) figures += thread;
+  const quic::EndpointStats& quic = figures.quic;
+  const SessionCounters& counters = figures.sessions_total;
+  auto guard = core_.lock();
   // Connections and sessions now.
-  page.gauge("debra_connections", "QUIC connections the router holds, in any state", endpoint_->connection_count());
-  page.gauge("debra_connections_open", "Connections neither closing nor draining", endpoint_->open_connection_count());
+  page.gauge("debra_threads", "Event-loop threads, each with a socket on the listening address", workers_.size());
+  for (std::size_t i = 0; i < threads.size(); ++i) {
+    page.gauge("debra_thread_connections",
+               i == 0 ? "Connections each thread holds, in any state (the kernel spreads clients over them)" : "",
+               threads[i].connections, "thread=\"" + std::to_string(i) + "\"");
+  }
+  page.gauge("debra_connections", "QUIC connections the router holds, in any state", figures.connections);
+  page.gauge("debra_connections_open", "Connections neither closing nor draining", figures.open_connections);
   page.gauge("debra_handshakes_in_progress", "Connections whose handshake has not finished",
-             endpoint_->handshakes_in_progress());
-  page.gauge("debra_sessions", "Sessions (the application side of a connection) alive", sessions_.size());
+             main_worker().endpoint().admission().handshakes_in_progress());
+  page.gauge("debra_sessions", "Sessions (the application side of a connection) alive", figures.sessions);
   page.gauge("debra_clients_online", "Registered ids with a connection", router_.online_count());
-  page.gauge("debra_queued_bytes", "Bytes written to clients and not yet acknowledged by them", queued_bytes);
+  page.gauge("debra_queued_bytes", "Bytes written to clients and not yet acknowledged by them", figures.queued_bytes);
   page.gauge("process_resident_memory_bytes", "Resident set size of the router process", resident_memory_bytes());
   // The QUIC endpoint.
   page.counter("debra_datagrams_received_total", "UDP datagrams received", quic.received_datagrams);
@@ -326,14 +397,17 @@ std::string Server::metrics_page() const {
                quic.stateless_resets_sent);
   page.counter("debra_version_negotiations_sent_total", "Version Negotiation packets sent",
                quic.version_negotiations_sent);
+  page.counter("debra_datagrams_forwarded_total",
+               "Datagrams a thread's socket received for another thread's connection (its client's address changed)",
+               quic.forwarded_datagrams);
   // Sessions (SessionCounters): one line per counter.
-  page.counter("debra_protocol_errors_total", "Sessions closed for a protocol violation", counters_.protocol_errors);
-  page.counter("debra_auth_refusals_total", "Registrations refused with Unauthenticated", counters_.auth_refusals);
-  page.counter("debra_messages_in_total", "Messages received from clients", counters_.messages_in);
-  page.counter("debra_policy_refusals_total", "Messages the send policy refused", counters_.policy_refusals);
-  page.counter("debra_rate_refusals_total", "Native messages refused with RateLimited", counters_.rate_refusals);
+  page.counter("debra_protocol_errors_total", "Sessions closed for a protocol violation", counters.protocol_errors);
+  page.counter("debra_auth_refusals_total", "Registrations refused with Unauthenticated", counters.auth_refusals);
+  page.counter("debra_messages_in_total", "Messages received from clients", counters.messages_in);
+  page.counter("debra_policy_refusals_total", "Messages the send policy refused", counters.policy_refusals);
+  page.counter("debra_rate_refusals_total", "Native messages refused with RateLimited", counters.rate_refusals);
   page.counter("debra_rate_delays_total", "Legacy messages held back for their sender's rate limit",
-               counters_.rate_delays);
+               counters.rate_delays);
   page.counter("debra_rate_buckets_evicted_total", "Rate buckets forgotten before they were full",
                rate_limiting_.limiter.stats().evicted);
   // The routing core.
@@ -363,20 +437,14 @@ std::string Server::metrics_page() const {
 void Server::begin_shutdown() {
   if (shutting_down_) return;
   shutting_down_ = true;
-  shutdown_deadline_ = loop_.now() + static_cast<net::Timestamp>(config_.shutdown_timeout_ms) * quic::kMillisecond;
-  for (auto& [raw, session] : sessions_) session->shut_down();
-  endpoint_->close_all(static_cast<std::uint64_t>(wire::ErrorCode::ServerShutdown), "the router is shutting down");
-  // Wake up to enforce the deadline even if no packet arrives.
-  loop_.add_timer(shutdown_deadline_, [] {});
-}
-
-void Server::check_shutdown_done() {
-  // Done once every connection has sent its CONNECTION_CLOSE; the closing periods need not be waited
-  // out, since nothing of ours will answer after exit anyway.
-  bool all_closed = endpoint_->open_connection_count() == 0;
-  if (all_closed || loop_.now() >= shutdown_deadline_) {
-    if (!all_closed) spdlog::warn("shutdown deadline reached with connections still open");
-    loop_.stop();
+  const net::Timestamp deadline = main_worker().loop().now() +
+                                  static_cast<net::Timestamp>(config_.shutdown_timeout_ms) * quic::kMillisecond;
+  for (auto& worker : workers_) {
+    if (worker == workers_.front()) {
+      worker->shut_down(deadline);
+    } else {
+      worker->loop().post([raw = worker.get(), deadline] { raw->shut_down(deadline); });
+    }
   }
 }
 

@@ -4,9 +4,9 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "core/router.h"
@@ -14,6 +14,8 @@
 #include "quic/server_endpoint.h"
 #include "quic/tls.h"
 #include "server/session_bridge.h"
+#include "server/shared_core.h"
+#include "server/worker.h"
 #include "store/sync_mode.h"
 
 namespace debra::metrics {
@@ -64,17 +66,28 @@ struct ServerConfig {
   quic::ServerConfig quic;
   // metrics_listen: where to serve Prometheus metrics at /metrics (--metrics-listen); none: off.
   std::optional<net::Address> metrics_listen;
+  // threads: event-loop threads (--threads), each with a socket on the listening address; 0: one per
+  // CPU the process may run on.
+  std::size_t threads = 0;
 };
 
-// Server: the composition root of the router process: event loop, QUIC endpoint, routing core and
-// one Session per connection. Owns the shutdown order. One thread.
+// The threads a router runs by default: one per CPU this process may run on (its affinity mask), at
+// most kMaxThreads.
+inline constexpr std::size_t kMaxThreads = 64;
+std::size_t default_thread_count();
+
+// Server: the composition root of the router process: the routing core and the store, shared by
+// one Worker per thread (an event loop, a socket on the listening address, the sessions of its
+// connections), and the process-wide parts: signals, the store's expiry, the metrics page and the
+// shutdown order. Worker 0 runs on the thread that calls run() and also carries those.
 class Server {
  public:
-  // Prepares the data dir (certificate, secret) and binds the socket.
+  // Prepares the data dir (certificate, secret) and binds the sockets.
   static Result<std::unique_ptr<Server>, Error> create(ServerConfig config);
   ~Server();
 
-  const net::Address& local_address() const { return endpoint_->local_address(); }
+  const net::Address& local_address() const { return workers_.front()->local_address(); }
+  std::size_t thread_count() const { return workers_.size(); }
 
   // Runs until SIGINT or SIGTERM, then shuts down gracefully: every connection is closed with
   // ServerShutdown (native clients get an Error frame first) within shutdown_timeout_ms. SIGHUP
@@ -82,30 +95,33 @@ class Server {
   void run();
 
  private:
+  // CommitRelay: where the store's sync thread sends a finished commit: worker 0's loop, until the
+  // server is being destroyed (completions after that are dropped, as the store documents).
+  struct CommitRelay {
+    std::mutex mutex;
+    net::EventLoop* loop = nullptr;
+  };
+
   Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<core::MessageStore> store);
+  Worker& main_worker() { return *workers_.front(); }
   void schedule_expiry();
-  quic::ConnectionHandler* accept(quic::Connection& connection);
   void reload_policy();
   void begin_shutdown();
-  void check_shutdown_done();
-  // Builds the metrics page from the loop's state and hands it to the HTTP thread; repeats itself.
+  // Gathers every thread's figures, then builds the metrics page on worker 0 and hands it to the
+  // HTTP thread; repeats itself.
   void publish_metrics();
-  std::string metrics_page() const;
+  std::string metrics_page(const std::vector<WorkerFigures>& threads);
 
   ServerConfig config_;
   quic::TlsServerContext tls_;
-  net::EventLoop loop_;
   std::unique_ptr<core::MessageStore> store_;
   core::Router router_;
-  net::EventLoop::TimerId expiry_timer_ = 0;
-  SessionCounters counters_;
   RateLimiting rate_limiting_;
-  std::unique_ptr<quic::ServerEndpoint> endpoint_;
-  std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;
-  std::vector<std::unique_ptr<Session>> finished_;
+  SharedCore core_;
+  std::shared_ptr<CommitRelay> commit_relay_ = std::make_shared<CommitRelay>();
+  std::vector<std::unique_ptr<Worker>> workers_;
   int signal_fd_ = -1;
   bool shutting_down_ = false;
-  net::Timestamp shutdown_deadline_ = 0;
   std::unique_ptr<metrics::HttpExporter> metrics_;
 };
 

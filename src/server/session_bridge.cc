@@ -20,20 +20,23 @@ constexpr net::Timestamp kLongestHold = 60 * quic::kSecond;
 
 }  // namespace
 
-Session::Session(quic::Connection& connection, net::EventLoop& loop, core::Router& router,
-                 const SessionConfig& config, SessionCounters& counters, RateLimiting& rate_limiting,
-                 std::function<void(Session&)> on_finished)
+Session::Session(quic::Connection& connection, net::EventLoop& loop, SharedCore& core, Mailbox* mailbox,
+                 const SessionConfig& config, SessionCounters& counters, SessionOwner& owner)
     : owned_connection_(std::make_unique<QuicSessionConnection>(connection)), connection_(*owned_connection_),
-      loop_(loop), router_(router), config_(config), counters_(counters), rate_limiting_(rate_limiting),
-      on_finished_(std::move(on_finished)), reader_(config.max_frame_size) {}
+      loop_(loop), core_(core), mailbox_(mailbox), router_(core.router), rate_limiting_(core.rate_limiting),
+      config_(config), counters_(counters), owner_(owner), reader_(config.max_frame_size) {}
 
-Session::Session(SessionConnection& connection, net::EventLoop& loop, core::Router& router,
-                 const SessionConfig& config, SessionCounters& counters, RateLimiting& rate_limiting,
-                 std::function<void(Session&)> on_finished)
-    : connection_(connection), loop_(loop), router_(router), config_(config), counters_(counters),
-      rate_limiting_(rate_limiting), on_finished_(std::move(on_finished)), reader_(config.max_frame_size) {}
+Session::Session(SessionConnection& connection, net::EventLoop& loop, SharedCore& core, Mailbox* mailbox,
+                 const SessionConfig& config, SessionCounters& counters, SessionOwner& owner)
+    : connection_(connection), loop_(loop), core_(core), mailbox_(mailbox), router_(core.router),
+      rate_limiting_(core.rate_limiting), config_(config), counters_(counters), owner_(owner),
+      reader_(config.max_frame_size) {}
 
-Session::~Session() { loop_.cancel_timer(resume_timer_); }
+Session::~Session() {
+  auto guard = core_.lock();
+  if (mailbox_ != nullptr && mailbox_calls_ > 0) mailbox_->forget(this);
+  loop_.cancel_timer(resume_timer_);
+}
 
 void Session::on_handshake_completed() {
   // A client that offered no ALPN is an original debra client (docs/protocol.md, legacy mode).
@@ -42,6 +45,7 @@ void Session::on_handshake_completed() {
 }
 
 void Session::on_stream_data(quic::StreamId id, std::span<const std::uint8_t> data, bool fin) {
+  // Inside ngtcp2's packet processing, without the core lock: only take the bytes in.
   if (closing_) return;
   bool client_bidi = (id & 0x3) == 0;
   if (!client_bidi) {
@@ -55,23 +59,57 @@ void Session::on_stream_data(quic::StreamId id, std::span<const std::uint8_t> da
   }
   reader_.append(data);
   fin_received_ = fin_received_ || fin;
-  if (holding_) {
-    // Still waiting for the sender's bucket: these bytes wait too, and so does their credit.
-    connection_.hold_credit(data.size());
-    credit_held_ += data.size();
-    return;
+  // Their credit goes back once they are handled (consume), which is before the loop sleeps unless
+  // the sender is over its rate limit.
+  connection_.hold_credit(data.size());
+  credit_held_ += data.size();
+  if (!holding_) note_input();
+}
+
+void Session::on_data_acknowledged() {
+  if (!registered_) return;
+  data_acknowledged_ = true;
+  note_input();
+}
+
+void Session::note_input() {
+  if (input_pending_) return;
+  input_pending_ = true;
+  owner_.on_input(*this);
+}
+
+void Session::handle_input() {
+  input_pending_ = false;
+  if (closing_) return;
+  if (!holding_) consume();
+  if (closing_ || !data_acknowledged_) return;
+  data_acknowledged_ = false;
+  if (!registered_) return;
+  if (!awaiting_transport_ack_.empty()) {
+    std::uint64_t acked = connection_.acknowledged_offset(stream_);
+    while (!awaiting_transport_ack_.empty() && awaiting_transport_ack_.front().first <= acked) {
+      router_.acknowledge(client_id_, awaiting_transport_ack_.front().second);
+      awaiting_transport_ack_.pop_front();
+    }
   }
+  router_.on_sink_ready(client_id_);
+}
+
+void Session::consume() {
   handle_frames();
-  if (holding_ && !closing_) {
-    // Of the bytes from the held frame on, those that came in this call are not credited yet (the
-    // earlier ones were, when they arrived).
-    std::uint64_t held = std::min<std::uint64_t>(data.size(), unconsumed_bytes());
-    connection_.hold_credit(held);
-    credit_held_ += held;
-  }
+  if (closing_) return;
+  // Credit goes back for what was consumed: everything but a waiting frame and what came after it.
+  std::uint64_t still_held = holding_ ? std::min(credit_held_, unconsumed_bytes()) : 0;
+  connection_.release_credit(stream_, credit_held_ - still_held);
+  credit_held_ = still_held;
 }
 
 void Session::handle_frames() {
+  handling_frames_ = true;
+  struct Done {
+    bool& flag;
+    ~Done() { flag = false; }
+  } done{handling_frames_};
   if (holding_) {
     if (!handle_frame(held_frame_)) return;
     holding_ = false;
@@ -239,6 +277,7 @@ void Session::hold_until_refilled(const core::Admission& admission) {
   // Capped so that the deadline cannot overflow; waking early only means checking again.
   net::Timestamp wait = std::min<net::Timestamp>(admission.retry_after, kLongestHold);
   resume_timer_ = loop_.add_timer(loop_.now() + wait, [this] {
+    auto guard = core_.lock();
     resume_timer_ = 0;
     resume_after_hold();
   });
@@ -246,15 +285,14 @@ void Session::hold_until_refilled(const core::Admission& admission) {
 
 void Session::resume_after_hold() {
   if (closing_) return;
-  handle_frames();
-  if (closing_) return;
-  // Credit goes back for what was consumed: everything, once nothing waits any more.
-  std::uint64_t still_held = holding_ ? std::min(credit_held_, unconsumed_bytes()) : 0;
-  connection_.release_credit(stream_, credit_held_ - still_held);
-  credit_held_ = still_held;
+  consume();
 }
 
 void Session::take_held_frames() {
+  // Bytes taken in during this loop iteration and not handled yet are here too (our QUIC stack has
+  // acknowledged them): a client that sends and closes in one flight loses nothing. Not from inside
+  // handle_frames, whose own loop stops at the frame that ended the session.
+  if (input_pending_ && !holding_ && !handling_frames_) handle_frames();
   if (!holding_ || taking_held_) return;
   taking_held_ = true;
   handle_frames();
@@ -303,6 +341,15 @@ void Session::refuse_by_policy(std::uint64_t message_id) {
 }
 
 void Session::on_outcome(std::uint64_t message_id, core::Outcome outcome, std::string_view reason) {
+  if (!direct()) {
+    post(SinkCall{.kind = SinkCall::Kind::Outcome, .session = this, .message_id = message_id, .outcome = outcome,
+                  .reason = std::string(reason)});
+    return;
+  }
+  write_outcome(message_id, outcome, reason);
+}
+
+void Session::write_outcome(std::uint64_t message_id, core::Outcome outcome, std::string_view reason) {
   if (mode_ != Mode::Native || closing_) return;
   switch (outcome) {
     case core::Outcome::Delivered:
@@ -337,6 +384,15 @@ void Session::on_outcome(std::uint64_t message_id, core::Outcome outcome, std::s
 }
 
 void Session::on_receipt(std::uint64_t message_id, core::ClientId recipient, bool delivered) {
+  if (!direct()) {
+    post(SinkCall{.kind = SinkCall::Kind::Receipt, .session = this, .message_id = message_id,
+                  .recipient = recipient, .delivered = delivered});
+    return;
+  }
+  write_receipt(message_id, recipient, delivered);
+}
+
+void Session::write_receipt(std::uint64_t message_id, core::ClientId recipient, bool delivered) {
   if (mode_ != Mode::Native || closing_) return;
   connection_.write(stream_, wire::encode_receipt(message_id, recipient,
                                                   delivered ? wire::DeliveryStatus::Delivered
@@ -356,6 +412,7 @@ void Session::reply(std::uint64_t message_id, wire::DeliveryStatus status, Error
 }
 
 void Session::fail(ErrorCode code, std::string reason) {
+  auto guard = core_.lock();
   if (closing_) return;
   take_held_frames();
   if (closing_) return;  // one of them was itself the fault
@@ -370,6 +427,7 @@ void Session::fail(ErrorCode code, std::string reason) {
 }
 
 void Session::shut_down() {
+  auto guard = core_.lock();
   if (closing_) return;
   take_held_frames();
   closing_ = true;
@@ -383,32 +441,68 @@ void Session::shut_down() {
 }
 
 void Session::on_displaced() {
-  // The router already removed us; fail() must not unregister our successor. What we hold of the
-  // old connection goes first.
+  if (!direct()) {
+    post(SinkCall{.kind = SinkCall::Kind::Displaced, .session = this});
+    return;
+  }
+  // Called from inside the router, which already removed us and forgot what we sent: no call back
+  // into it. What we hold of the old connection goes first.
   take_held_frames();
   registered_ = false;
+  take_over();
+}
+
+void Session::take_over() {
   fail(ErrorCode::SessionTakenOver, "a newer connection registered id " + std::to_string(client_id_));
 }
 
+bool Session::direct() const { return mailbox_ == nullptr || (mailbox_calls_ == 0 && mailbox_->on_owner_thread()); }
+
+void Session::post(SinkCall call) {
+  ++mailbox_calls_;
+  if (call.kind == SinkCall::Kind::Deliver) mailbox_bytes_ += call.delivery.frame->size();
+  mailbox_->post(std::move(call));
+}
+
+void Session::apply(SinkCall& call) {
+  --mailbox_calls_;
+  switch (call.kind) {
+    case SinkCall::Kind::Deliver:
+      mailbox_bytes_ -= call.delivery.frame->size();
+      write_delivery(call.delivery);
+      return;
+    case SinkCall::Kind::Outcome:
+      write_outcome(call.message_id, call.outcome, call.reason);
+      return;
+    case SinkCall::Kind::Receipt:
+      write_receipt(call.message_id, call.recipient, call.delivered);
+      return;
+    case SinkCall::Kind::Displaced:
+      // Outside the router now. It removed us when our successor registered, but we may have sent
+      // more since: unregistering forgets those outcomes and leaves our successor registered.
+      take_held_frames();
+      if (registered_) router_.unregister_client(client_id_, *this);
+      registered_ = false;
+      take_over();
+      return;
+  }
+}
+
 void Session::deliver(const core::Delivery& delivery) {
+  if (!direct()) {
+    post(SinkCall{.kind = SinkCall::Kind::Deliver, .session = this, .delivery = delivery});
+    return;
+  }
+  write_delivery(delivery);
+}
+
+void Session::write_delivery(const core::Delivery& delivery) {
   if (closing_) return;
   quic::StreamId stream = mode_ == Mode::Native ? lane_for(delivery.sender) : stream_;
   std::uint64_t end = connection_.write(stream, *delivery.frame);
   if (mode_ == Mode::Legacy && delivery.sequence != 0 && end != 0) {
     awaiting_transport_ack_.emplace_back(end, delivery.sequence);
   }
-}
-
-void Session::on_data_acknowledged() {
-  if (!registered_) return;
-  if (!awaiting_transport_ack_.empty()) {
-    std::uint64_t acked = connection_.acknowledged_offset(stream_);
-    while (!awaiting_transport_ack_.empty() && awaiting_transport_ack_.front().first <= acked) {
-      router_.acknowledge(client_id_, awaiting_transport_ack_.front().second);
-      awaiting_transport_ack_.pop_front();
-    }
-  }
-  router_.on_sink_ready(client_id_);
 }
 
 quic::StreamId Session::lane_for(core::ClientId sender) {
@@ -424,6 +518,7 @@ quic::StreamId Session::lane_for(core::ClientId sender) {
 }
 
 void Session::on_closing(const quic::CloseInfo&) {
+  auto guard = core_.lock();
   // Nothing reaches the client any more: release its id now rather than after the closing period,
   // so that its reconnection is no takeover and nothing is handed to a connection that cannot
   // carry it.
@@ -434,12 +529,13 @@ void Session::on_closing(const quic::CloseInfo&) {
 }
 
 void Session::on_closed(const quic::CloseInfo& info) {
+  auto guard = core_.lock();
   if (!closing_) take_held_frames();  // it died without closing first (idle timeout, dropped)
   closing_ = true;
   if (registered_) router_.unregister_client(client_id_, *this);
   registered_ = false;
   spdlog::debug("session {} (id {}): {}", connection_.remote_address().to_string(), client_id_, info.to_string());
-  on_finished_(*this);
+  owner_.on_finished(*this);
 }
 
 }  // namespace debra::server

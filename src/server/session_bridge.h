@@ -13,12 +13,13 @@
 #include <vector>
 
 #include "auth/token.h"
-#include "core/rate_limit.h"
 #include "core/router.h"
 #include "net/event_loop.h"
 #include "quic/connection.h"
-#include "util/log.h"
+#include "server/mailbox.h"
 #include "server/session_connection.h"
+#include "server/shared_core.h"
+#include "util/log.h"
 #include "wire/codec.h"
 
 namespace debra::server {
@@ -43,7 +44,7 @@ struct SessionConfig {
   bool allow_legacy = true;
 };
 
-// SessionCounters: protocol events across all sessions (owned by the server).
+// SessionCounters: protocol events across the sessions of one server thread (owned by its Worker).
 struct SessionCounters {
   std::uint64_t protocol_errors = 0;
   std::uint64_t auth_refusals = 0;  // registrations closed with Unauthenticated
@@ -55,27 +56,44 @@ struct SessionCounters {
   std::uint64_t rate_delays = 0;    // legacy messages held back until their sender's bucket refilled
 };
 
-// RateLimiting: what every session shares for the per-id rate limits (owned by the server): the
-// buckets, and a budget for the log lines that report breaches, so that many sessions over their
-// limits cannot flood the log.
-struct RateLimiting {
-  explicit RateLimiting(core::RateLimits limits) : limiter(limits) {}
-  core::RateLimiter limiter;
-  core::TokenBucket log_budget{core::Rate(10, 20)};
+class Session;
+
+// SessionOwner: what a session asks of the code that owns it (the server's Worker, a fuzz harness).
+class SessionOwner {
+ public:
+  virtual ~SessionOwner() = default;
+  // The session has input waiting (stream bytes, acknowledgements): call its handle_input() under the
+  // core lock before the loop sleeps. Called at most once until then.
+  virtual void on_input(Session& session) = 0;
+  // The connection is gone; called from inside its teardown: destroy the session once that returns.
+  virtual void on_finished(Session& session) = 0;
 };
 
 // Session: the application side of one client connection: ConnectionHandler towards QUIC,
-// SessionSink towards the router. Owned by the Server; lives until its connection closes.
+// SessionSink towards the router. Owned by its thread's Worker; lives until its connection closes.
+//
+// Threads: everything but the SessionSink methods runs on the thread of the session's loop, which
+// owns the connection, and the core lock guards the session's members. What arrives from QUIC in
+// the middle of packet processing is only taken in (bytes buffered, their flow-control credit held)
+// without the lock; handle_input() handles it, with the input of the thread's other sessions, under
+// one taking of the lock per loop iteration. The router may call the SessionSink methods on any
+// thread that holds the core lock: on another thread they go through the mailbox and take effect on
+// ours, in the order they were made.
 class Session final : public quic::ConnectionHandler, public core::SessionSink {
  public:
   enum class Mode { Pending, Legacy, Native };
 
-  Session(quic::Connection& connection, net::EventLoop& loop, core::Router& router, const SessionConfig& config,
-          SessionCounters& counters, RateLimiting& rate_limiting, std::function<void(Session&)> on_finished);
+  // mailbox: where other threads' sink calls for this session go; null when there is one thread.
+  Session(quic::Connection& connection, net::EventLoop& loop, SharedCore& core, Mailbox* mailbox,
+          const SessionConfig& config, SessionCounters& counters, SessionOwner& owner);
   // Over any SessionConnection, which must outlive the session (the fuzz target's in-memory one).
-  Session(SessionConnection& connection, net::EventLoop& loop, core::Router& router, const SessionConfig& config,
-          SessionCounters& counters, RateLimiting& rate_limiting, std::function<void(Session&)> on_finished);
+  Session(SessionConnection& connection, net::EventLoop& loop, SharedCore& core, Mailbox* mailbox,
+          const SessionConfig& config, SessionCounters& counters, SessionOwner& owner);
   ~Session() override;
+
+  // Handles the input taken in since the last call: frames (registrations, messages, acks) and the
+  // peer's acknowledgements. The caller holds the core lock.
+  void handle_input();
 
   // Ends the session because the server is stopping: native clients get an Error frame first.
   void shut_down();
@@ -93,14 +111,29 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
 
   // core::SessionSink
   void deliver(const core::Delivery& delivery) override;
-  std::size_t queued_bytes() const override { return connection_.queued_bytes(); }
+  // The connection's unacknowledged bytes and what waits in the mailbox for it.
+  std::size_t queued_bytes() const override { return connection_.queued_bytes() + mailbox_bytes_; }
   void on_displaced() override;
   void on_outcome(std::uint64_t message_id, core::Outcome outcome, std::string_view reason) override;
   void on_receipt(std::uint64_t message_id, core::ClientId recipient, bool delivered) override;
 
+  // For the Mailbox: makes a sink call that another thread made, on ours.
+  void apply(SinkCall& call);
+
  private:
+  // Whether a sink call can take effect now: on our thread, with nothing of ours still in the mailbox
+  // (it would overtake what is there).
+  bool direct() const;
+  void post(SinkCall call);
+  void write_delivery(const core::Delivery& delivery);
+  void write_outcome(std::uint64_t message_id, core::Outcome outcome, std::string_view reason);
+  void write_receipt(std::uint64_t message_id, core::ClientId recipient, bool delivered);
+  void take_over();
+  void note_input();
   // Handles the held frame, then the buffered ones, in order, until the reader needs more bytes, the
-  // session closes, or a frame must wait for the sender's rate limit.
+  // session closes, or a frame must wait for the sender's rate limit; then gives the consumed bytes'
+  // credit back.
+  void consume();
   void handle_frames();
   // false: the frame must wait (a legacy sender over its rate limit); it is offered again later.
   bool handle_frame(std::span<const std::uint8_t> body);
@@ -113,10 +146,11 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   // and its credit is held back, so its messages are delayed, not dropped (docs/security.md).
   void hold_until_refilled(const core::Admission& admission);
   void resume_after_hold();
-  // The connection is ending while a legacy sender's frames wait. Their bytes are here already (our
-  // QUIC stack acknowledged them, so the sender counts them as sent) and no more can follow, so they
-  // are taken now, charged to the sender's buckets beyond the burst: delayed, never lost. The id's
-  // next connection pays off the debt.
+  // The session is ending with frames not handled yet: those of this loop iteration, or a legacy
+  // sender's that wait for its rate limit. Their bytes are here already (our QUIC stack acknowledged
+  // them, so the sender counts them as sent) and no more can follow, so they are taken now; waiting
+  // ones are charged to the sender's buckets beyond the burst: delayed, never lost. The id's next
+  // connection pays off the debt.
   void take_held_frames();
   std::uint64_t unconsumed_bytes() const;
   // Reports breaches in the log: at most one line per session every few seconds, within the budget
@@ -136,11 +170,19 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   std::unique_ptr<SessionConnection> owned_connection_;  // the QuicSessionConnection, if we made it
   SessionConnection& connection_;
   net::EventLoop& loop_;
+  SharedCore& core_;
+  Mailbox* mailbox_;
   core::Router& router_;
+  RateLimiting& rate_limiting_;
   const SessionConfig& config_;
   SessionCounters& counters_;
-  RateLimiting& rate_limiting_;
-  std::function<void(Session&)> on_finished_;
+  SessionOwner& owner_;
+  bool input_pending_ = false;  // owner_.on_input was called, handle_input not yet
+  bool handling_frames_ = false;
+  bool data_acknowledged_ = false;
+  // Sink calls for us in the mailbox, and the frame bytes among them (guarded by the core lock).
+  std::size_t mailbox_calls_ = 0;
+  std::size_t mailbox_bytes_ = 0;
   Mode mode_ = Mode::Pending;
   wire::FrameReader reader_;
   quic::StreamId stream_ = -1;  // the client's bidirectional stream
@@ -152,8 +194,8 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   bool registered_ = false;
   bool closing_ = false;
   bool fin_received_ = false;
-  // Rate limits: the frame of a legacy sender that waits for its bucket, the stream credit held back
-  // meanwhile, and the timer that resumes reading.
+  // The frame of a legacy sender that waits for its bucket (rate limits), the stream credit not given
+  // back yet (for bytes not yet handled, and those that wait), and the timer that resumes reading.
   bool holding_ = false;
   bool taking_held_ = false;
   std::vector<std::uint8_t> held_frame_;

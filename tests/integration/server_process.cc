@@ -149,7 +149,7 @@ std::string ExitResult::describe() const {
 
 bool contains_sanitizer_report(const std::string& text) {
   return text.find("AddressSanitizer") != std::string::npos || text.find("runtime error:") != std::string::npos ||
-         text.find("LeakSanitizer") != std::string::npos;
+         text.find("LeakSanitizer") != std::string::npos || text.find("ThreadSanitizer") != std::string::npos;
 }
 
 ServerProcess::ServerProcess() {
