@@ -33,7 +33,7 @@ std::string summarize(const debra::server::ServerConfig& c) {
     << ' ' << c.quic.transport.handshake_timeout << ' ' << c.session.require_certificate << ' ' << c.client_ca_file
     << ' ' << c.policy_file << ' ' << c.rate_limits.messages_per_second << ' ' << c.rate_limits.message_burst << ' '
     << c.rate_limits.bytes_per_second << ' ' << c.rate_limits.byte_burst << ' '
-    << (c.metrics_listen ? c.metrics_listen->to_string() : std::string("-"));
+    << (c.metrics_listen ? c.metrics_listen->to_string() : std::string("-")) << ' ' << c.threads;
   return s.str();
 }
 

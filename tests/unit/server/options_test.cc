@@ -65,6 +65,20 @@ TEST(ServerOptions, DefaultsListenOnLoopbackWithoutAuth) {
   EXPECT_EQ(parsed.config->quic.transport.peer_bidi_streams, 1u);
 }
 
+TEST(ServerOptions, ThreadsDefaultToOnePerCpuAndAreBounded) {
+  auto by_default = parse({});
+  ASSERT_TRUE(by_default.config) << by_default.parse_error;
+  EXPECT_EQ(by_default.config->threads, 0u);  // Server::create: default_thread_count()
+  EXPECT_GE(default_thread_count(), 1u);
+  EXPECT_LE(default_thread_count(), kMaxThreads);
+  auto two = parse({"--threads", "2"});
+  ASSERT_TRUE(two.config) << two.parse_error;
+  EXPECT_EQ(two.config->threads, 2u);
+  auto too_many = parse({"--threads", std::to_string(kMaxThreads + 1)});
+  EXPECT_FALSE(too_many.config);
+  EXPECT_NE(too_many.parse_error.find("--threads"), std::string::npos) << too_many.parse_error;
+}
+
 TEST(ServerOptions, ConfigFileSetsOptionsOfEveryValueType) {
   ConfigFile file(R"(# a router for the lab
 listen = "[::1]:5000"
