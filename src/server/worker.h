@@ -49,9 +49,8 @@ class Worker final : public SessionOwner {
   quic::ServerEndpoint& endpoint() { return *endpoint_; }
   const net::Address& local_address() const { return endpoint_->local_address(); }
 
-  // Runs the loop on the calling thread until stop().
+  // Runs the loop on the calling thread until shut_down has closed every connection.
   void run();
-  void stop() { loop_.stop(); }
 
   // Stops accepting, ends every session (native clients hear ServerShutdown), and stops the loop
   // once every connection has sent its CONNECTION_CLOSE, or at deadline.
