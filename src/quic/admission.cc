@@ -15,7 +15,7 @@ std::string Admission::address_key(const net::Address& address) {
 }
 
 Admission::Verdict Admission::check_locked(const std::string& key) const {
-  if (connections_.load(std::memory_order_relaxed) >= max_connections_) return Verdict::Full;
+  if (connections_ >= max_connections_) return Verdict::Full;
   if (auto it = per_address_.find(key); it != per_address_.end() && it->second >= max_per_address_) {
     return Verdict::AddressFull;
   }
@@ -34,7 +34,7 @@ Admission::Verdict Admission::admit(const net::Address& remote) {
   Verdict verdict = check_locked(key);
   if (verdict != Verdict::Admitted) return verdict;
   ++per_address_[key];
-  connections_.fetch_add(1, std::memory_order_relaxed);
+  ++connections_;
   return verdict;
 }
 
@@ -44,7 +44,7 @@ void Admission::release(const net::Address& remote) {
   auto it = per_address_.find(key);
   if (it == per_address_.end()) return;
   if (--it->second == 0) per_address_.erase(it);
-  connections_.fetch_sub(1, std::memory_order_relaxed);
+  --connections_;
 }
 
 std::size_t Admission::from_address(const net::Address& remote) const {

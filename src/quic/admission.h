@@ -32,8 +32,6 @@ class Admission {
   // Connections from remote's IP address now.
   std::size_t from_address(const net::Address& remote) const;
 
-  std::size_t connections() const { return connections_.load(std::memory_order_relaxed); }
-
   void handshake_started() { handshakes_.fetch_add(1, std::memory_order_relaxed); }
   void handshake_ended() { handshakes_.fetch_sub(1, std::memory_order_relaxed); }
   std::size_t handshakes_in_progress() const { return handshakes_.load(std::memory_order_relaxed); }
@@ -46,8 +44,8 @@ class Admission {
   const std::size_t max_connections_;
   const std::size_t max_per_address_;
   mutable std::mutex mutex_;
-  std::unordered_map<std::string, std::size_t> per_address_;
-  std::atomic<std::size_t> connections_ = 0;
+  std::unordered_map<std::string, std::size_t> per_address_;  // guarded by mutex_
+  std::size_t connections_ = 0;                                  // guarded by mutex_
   std::atomic<std::size_t> handshakes_ = 0;
 };
 

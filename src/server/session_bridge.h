@@ -54,6 +54,17 @@ struct SessionCounters {
   log::RateLimit policy_log;
   std::uint64_t rate_refusals = 0;  // native messages refused with RateLimited
   std::uint64_t rate_delays = 0;    // legacy messages held back until their sender's bucket refilled
+
+  // Adds other's counts (the log budget stays this one's).
+  SessionCounters& operator+=(const SessionCounters& other) {
+    protocol_errors += other.protocol_errors;
+    auth_refusals += other.auth_refusals;
+    messages_in += other.messages_in;
+    policy_refusals += other.policy_refusals;
+    rate_refusals += other.rate_refusals;
+    rate_delays += other.rate_delays;
+    return *this;
+  }
 };
 
 class Session;

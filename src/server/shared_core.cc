@@ -22,6 +22,4 @@ SharedCore::Guard::~Guard() {
   locked_->mutex_.unlock();
 }
 
-bool SharedCore::held_by_this_thread() const { return held_core == this; }
-
 }  // namespace debra::server

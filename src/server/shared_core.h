@@ -47,7 +47,6 @@ class SharedCore {
     SharedCore* locked_ = nullptr;
   };
   Guard lock() { return Guard(*this); }
-  bool held_by_this_thread() const;
 
   core::Router& router;
   RateLimiting& rate_limiting;

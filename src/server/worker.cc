@@ -12,13 +12,7 @@ std::int64_t wall_clock_ms() {
 
 WorkerFigures& WorkerFigures::operator+=(const WorkerFigures& other) {
   quic += other.quic;
-  const SessionCounters& o = other.sessions_total;
-  sessions_total.protocol_errors += o.protocol_errors;
-  sessions_total.auth_refusals += o.auth_refusals;
-  sessions_total.messages_in += o.messages_in;
-  sessions_total.policy_refusals += o.policy_refusals;
-  sessions_total.rate_refusals += o.rate_refusals;
-  sessions_total.rate_delays += o.rate_delays;
+  sessions_total += other.sessions_total;
   connections += other.connections;
   open_connections += other.open_connections;
   sessions += other.sessions;
@@ -42,7 +36,6 @@ Result<std::unique_ptr<Worker>, Error> Worker::create(quic::ServerConfig quic, c
 
 Worker::Worker(SharedCore& core, const SessionConfig& session)
     : core_(core), session_config_(session), mailbox_(loop_) {
-  mailbox_.bind_to_this_thread();
   loop_.add_before_sleep([this] {
     handle_sessions();
     finished_.clear();
