@@ -160,7 +160,8 @@ class Client {
   bool connected() const;
   // The largest frame the router accepts, from its Welcome (native).
   std::uint32_t max_frame_size() const;
-  // Why the connection was last lost; empty if never.
+  // Why the last registered connection was lost (failed reconnect attempts after it do not change
+  // it), or, before the first registration, why connecting failed; empty if neither happened.
   std::string last_disconnect_reason() const;
 
   class Impl;

@@ -227,7 +227,9 @@ class Client::Impl final : public quic::ConnectionHandler {
     std::function<void(bool, const std::string&)> handler;
     {
       std::lock_guard lock(mutex_);
-      last_reason_ = reason;
+      // A reconnect attempt that fails is not a lost connection: the reason stays why the last
+      // registered one ended (ServerShutdown, say), not the refusal of the attempt after it.
+      if (was_registered || !ever_registered_) last_reason_ = reason;
       registered_ = false;
       if (!ever_registered_) failed_ = true;
       handler = connection_handler_;
@@ -280,8 +282,10 @@ class Client::Impl final : public quic::ConnectionHandler {
     last_reason_loop_ = reason;
     {
       std::lock_guard lock(mutex_);
-      last_reason_ = reason;
-      if (!ever_registered_) failed_ = true;
+      if (!ever_registered_) {
+        last_reason_ = reason;
+        failed_ = true;
+      }
     }
     state_cv_.notify_all();
     if (ever_registered_ && options_.reconnect && !closing_) schedule_reconnect();

@@ -135,6 +135,39 @@ TEST(LifecycleIntegration, ClientsReconnectAfterRestart) {
 namespace debra::testing {
 namespace {
 
+// While the router is away, each reconnect attempt fails; what the client reports as the reason it
+// was lost stays the router's (ServerShutdown), not the last attempt's refusal or timeout.
+TEST(LifecycleIntegration, TheReasonAConnectionWasLostOutlivesFailedReconnects) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_args({"--store", "none"})));
+  ConnectionEvents events;  // outlives the client, whose handler it serves
+  auto options = client_options(server, 1);
+  options.reconnect_initial_delay = 20ms;
+  options.reconnect_max_delay = 100ms;
+  options.connect_timeout = 300ms;
+  auto client = connect_client(options);
+  ASSERT_TRUE(client);
+  events.attach(*client);
+  ASSERT_EQ(server.stop(SIGTERM, 10s).exit_code(), 0);
+  ASSERT_EQ(events.wait(1, 10s).size(), 1u);
+
+  // A send while disconnected names the latest failure; wait until it is an attempt's.
+  std::string attempt_failure;
+  for (auto deadline = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < deadline;) {
+    auto offline = await(client->send(2, "anyone?"));
+    ASSERT_EQ(offline.status, SendStatus::NotConnected) << describe(offline);
+    if (offline.reason.find("ServerShutdown") == std::string::npos) {
+      attempt_failure = offline.reason;
+      break;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_FALSE(attempt_failure.empty()) << "no reconnect attempt failed within 10 s";
+  EXPECT_NE(client->last_disconnect_reason().find("ServerShutdown"), std::string::npos)
+      << client->last_disconnect_reason() << " (the failed attempt: " << attempt_failure << ")";
+  EXPECT_EQ(events.wait(2, 0ms).size(), 1u) << "a failed attempt is not reported as a lost connection";
+}
+
 // A router killed without a goodbye and restarted on the same port and data dir (so with the same
 // QUIC static secret) answers the old connection's next packet with a stateless reset: the client
 // learns at once that its connection is gone, instead of after the idle timeout, and reconnects.
