@@ -2,7 +2,9 @@
 #include "store/log_format.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
+#include <type_traits>
 
 #include "util/crc32c.h"
 
@@ -10,37 +12,40 @@ namespace debra::store::log {
 namespace {
 
 // Little-endian on disk, whatever the host: a data directory may move between machines.
-void put_u32(std::vector<std::uint8_t>& out, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+template <typename T>
+std::uint8_t* put(std::uint8_t* p, T v) {
+  static_assert(std::is_unsigned_v<T>);
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(p, &v, sizeof v);
+  } else {
+    for (std::size_t i = 0; i < sizeof v; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
+  }
+  return p + sizeof v;
 }
-void put_u64(std::vector<std::uint8_t>& out, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
-}
-std::uint32_t get_u32(const std::uint8_t* p) {
-  std::uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
+template <typename T>
+T get(const std::uint8_t* p) {
+  static_assert(std::is_unsigned_v<T>);
+  T v = 0;
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(&v, p, sizeof v);
+  } else {
+    for (std::size_t i = sizeof v; i-- > 0;) v = static_cast<T>((v << 8) | p[i]);
+  }
   return v;
 }
-std::uint64_t get_u64(const std::uint8_t* p) {
-  std::uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
+std::uint32_t get_u32(const std::uint8_t* p) { return get<std::uint32_t>(p); }
+std::uint64_t get_u64(const std::uint8_t* p) { return get<std::uint64_t>(p); }
 std::int32_t get_i32(const std::uint8_t* p) { return static_cast<std::int32_t>(get_u32(p)); }
 std::int64_t get_i64(const std::uint8_t* p) { return static_cast<std::int64_t>(get_u64(p)); }
 
 std::uint32_t crc_of(const std::uint8_t* data, std::size_t size) { return util::crc32c({data, size}); }
 
-// Writes the frame around a body appended to out from body_start on.
+// Writes the frame (length, CRC) in front of the body that follows it in out.
 void seal(std::vector<std::uint8_t>& out, std::size_t frame_start) {
-  const std::size_t body_start = frame_start + kFrameSize;
-  const std::size_t body_size = out.size() - body_start;
-  const std::uint32_t length = static_cast<std::uint32_t>(body_size);
-  const std::uint32_t crc = crc_of(out.data() + body_start, body_size);
-  for (int i = 0; i < 4; ++i) {
-    out[frame_start + i] = static_cast<std::uint8_t>(length >> (8 * i));
-    out[frame_start + 4 + i] = static_cast<std::uint8_t>(crc >> (8 * i));
-  }
+  std::uint8_t* frame = out.data() + frame_start;
+  const std::size_t body_size = out.size() - frame_start - kFrameSize;
+  put(frame, static_cast<std::uint32_t>(body_size));
+  put(frame + 4, crc_of(frame + kFrameSize, body_size));
 }
 
 }  // namespace
@@ -48,10 +53,12 @@ void seal(std::vector<std::uint8_t>& out, std::size_t frame_start) {
 std::size_t append_record_size(std::size_t payload_size) { return kPayloadOffset + payload_size; }
 
 void encode_header(std::uint64_t base_sequence, std::vector<std::uint8_t>& out) {
-  out.insert(out.end(), std::begin(kMagic), std::end(kMagic));
-  put_u32(out, kVersion);
-  put_u32(out, 0);
-  put_u64(out, base_sequence);
+  const std::size_t start = out.size();
+  out.resize(start + kHeaderSize);
+  std::uint8_t* p = std::copy(std::begin(kMagic), std::end(kMagic), out.data() + start);
+  p = put(p, kVersion);
+  p = put(p, std::uint32_t{0});
+  put(p, base_sequence);
 }
 
 std::optional<std::uint64_t> decode_header(std::span<const std::uint8_t> bytes) {
@@ -69,25 +76,27 @@ void encode(const AppendRecord& record, std::vector<std::uint8_t>& out) {
   // every record once a batch outgrows the largest before it, quadratic in the batch.
   const std::size_t needed = start + append_record_size(record.payload.size());
   if (needed > out.capacity()) out.reserve(std::max(needed, 2 * out.capacity()));
-  out.resize(start + kFrameSize);
-  out.push_back(static_cast<std::uint8_t>(RecordType::Append));
-  put_u64(out, record.sequence);
-  put_u32(out, static_cast<std::uint32_t>(record.recipient));
-  put_u32(out, static_cast<std::uint32_t>(record.sender));
-  put_u64(out, record.message_id);
-  out.push_back(record.receipt_requested ? 1 : 0);
-  put_u64(out, static_cast<std::uint64_t>(record.expires_at_ms));
-  put_u64(out, static_cast<std::uint64_t>(record.accepted_at_ms));
+  out.resize(start + kPayloadOffset);
+  std::uint8_t* p = out.data() + start + kFrameSize;
+  *p++ = static_cast<std::uint8_t>(RecordType::Append);
+  p = put(p, record.sequence);
+  p = put(p, static_cast<std::uint32_t>(record.recipient));
+  p = put(p, static_cast<std::uint32_t>(record.sender));
+  p = put(p, record.message_id);
+  *p++ = record.receipt_requested ? 1 : 0;
+  p = put(p, static_cast<std::uint64_t>(record.expires_at_ms));
+  put(p, static_cast<std::uint64_t>(record.accepted_at_ms));
   out.insert(out.end(), record.payload.begin(), record.payload.end());
   seal(out, start);
 }
 
 void encode(const RemoveRecord& record, std::vector<std::uint8_t>& out) {
   const std::size_t start = out.size();
-  out.resize(start + kFrameSize);
-  out.push_back(static_cast<std::uint8_t>(RecordType::Remove));
-  put_u64(out, record.sequence);
-  put_u32(out, static_cast<std::uint32_t>(record.recipient));
+  out.resize(start + kRemoveRecordSize);
+  std::uint8_t* p = out.data() + start + kFrameSize;
+  *p++ = static_cast<std::uint8_t>(RecordType::Remove);
+  p = put(p, record.sequence);
+  put(p, static_cast<std::uint32_t>(record.recipient));
   seal(out, start);
 }
 

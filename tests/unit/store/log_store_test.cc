@@ -18,6 +18,7 @@
 #include "store/log_format.h"
 #include "store/log_store.h"
 #include "store_test_support.h"
+#include "util/crc32c.h"
 
 namespace debra::store {
 namespace {
@@ -88,6 +89,41 @@ TEST(LogFormat, RecordsRoundTripAndEveryDamagedByteIsCaught) {
     damaged[i] ^= 0x40;
     EXPECT_NE(log::decode(damaged).status, log::DecodeStatus::Ok) << "byte " << i;
   }
+}
+
+// The bytes on disk, spelled out: a data directory written by one build (or host) must read in
+// every other, so the layout may only change with kVersion.
+TEST(LogFormat, TheOnDiskLayoutIsFixedAndLittleEndian) {
+  std::vector<std::uint8_t> out;
+  log::encode_header(0x0102030405060708ULL, out);
+  const std::vector<std::uint8_t> header = {'d', 'e', 'b', 'r', 'a', 'l', 'o', 'g', 1, 0, 0, 0, 0, 0, 0, 0,
+                                            0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01};
+  EXPECT_EQ(out, header);
+
+  const std::vector<std::uint8_t> append_body = {
+      1,                                               // Append
+      7, 0, 0, 0, 0, 0, 0, 0,                          // sequence
+      9, 0, 0, 0,                                      // recipient
+      3, 0, 0, 0,                                      // sender
+      0x10, 0x32, 0x54, 0x76, 0x98, 0xba, 0xdc, 0xfe,  // message id
+      1,                                               // receipt requested
+      0xfb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,  // expires at (-5 ms)
+      0xd2, 0x04, 0, 0, 0, 0, 0, 0,                    // accepted at (1234 ms)
+      'h', 'e', 'l', 'l', 'o'};
+  const std::vector<std::uint8_t> remove_body = {2, 7, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0};
+  auto framed = [](const std::vector<std::uint8_t>& body) {
+    const std::uint32_t crc = util::crc32c(body);
+    std::vector<std::uint8_t> frame = {static_cast<std::uint8_t>(body.size()), 0, 0, 0};
+    for (int i = 0; i < 4; ++i) frame.push_back(static_cast<std::uint8_t>(crc >> (8 * i)));
+    frame.insert(frame.end(), body.begin(), body.end());
+    return frame;
+  };
+  out.clear();
+  log::encode(log::AppendRecord{7, 9, 3, 0xfedcba9876543210ULL, true, -5, 1234, bytes("hello")}, out);
+  EXPECT_EQ(out, framed(append_body));
+  out.clear();
+  log::encode(log::RemoveRecord{7, 9}, out);
+  EXPECT_EQ(out, framed(remove_body));
 }
 
 TEST(LogFormat, ABatchOfRecordsGrowsItsBufferGeometrically) {
