@@ -38,7 +38,7 @@ void BM_EncodeDelivery(benchmark::State& state) {
   std::uint64_t message_id = 1;
   for (auto _ : state) {
     auto frame = debra::wire::encode_delivery(7, 9, message_id++, payload);
-    benchmark::DoNotOptimize(frame->data());
+    benchmark::DoNotOptimize(frame.data());
     benchmark::DoNotOptimize(frame);
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * state.range(0));
@@ -92,7 +92,7 @@ Stream make_stream(std::size_t payload_size) {
   Stream stream;
   while (stream.frames < 64 || stream.bytes.size() < 256 * 1024) {
     const auto frame = debra::wire::encode_delivery(7, 9, stream.frames + 1, payload);
-    stream.bytes.insert(stream.bytes.end(), frame->begin(), frame->end());
+    stream.bytes.insert(stream.bytes.end(), frame.begin(), frame.end());
     ++stream.frames;
   }
   return stream;

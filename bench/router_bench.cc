@@ -28,7 +28,7 @@ class CountingSink : public SessionSink {
  public:
   void deliver(const Delivery& delivery) override {
     ++delivered;
-    bytes += delivery.frame->size();
+    bytes += delivery.frame.size();
   }
   std::size_t queued_bytes() const override { return queued; }
   void on_displaced() override { ++displaced; }

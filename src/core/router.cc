@@ -104,7 +104,7 @@ Outcome Router::route_ephemeral(const Submission& message) {
   Delivery delivery{message.sender, message.recipient, message.message_id, std::move(frame), 0};
   if (auto it = online_.find(message.recipient); it != online_.end()) {
     SessionSink& sink = *it->second.sink;
-    if (!fits(sink, delivery.frame->size())) {
+    if (!fits(sink, delivery.frame.size())) {
       ++stats_.busy;
       return Outcome::RecipientBusy;
     }
@@ -182,7 +182,7 @@ void Router::on_committed(Result<void, Error> committed) {
     if (p.delivery.sequence <= online.cursor) continue;  // a fill handed it over already
     // Only a caught-up connection takes new messages directly; one that is still being fed from
     // the store reads this message from there, in order, now that it is durable.
-    if (online.caught_up && fits(*online.sink, p.delivery.frame->size())) {
+    if (online.caught_up && fits(*online.sink, p.delivery.frame.size())) {
       hand_over(online, p.delivery);
     } else if (online.caught_up || online.awaits_commit) {
       online.caught_up = false;

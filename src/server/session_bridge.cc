@@ -460,7 +460,7 @@ bool Session::direct() const { return mailbox_ == nullptr || (mailbox_calls_ == 
 
 void Session::post(SinkCall call) {
   ++mailbox_calls_;
-  if (call.kind == SinkCall::Kind::Deliver) mailbox_bytes_ += call.delivery.frame->size();
+  if (call.kind == SinkCall::Kind::Deliver) mailbox_bytes_ += call.delivery.frame.size();
   mailbox_->post(std::move(call));
 }
 
@@ -468,7 +468,7 @@ void Session::apply(SinkCall& call) {
   --mailbox_calls_;
   switch (call.kind) {
     case SinkCall::Kind::Deliver:
-      mailbox_bytes_ -= call.delivery.frame->size();
+      mailbox_bytes_ -= call.delivery.frame.size();
       write_delivery(call.delivery);
       return;
     case SinkCall::Kind::Outcome:
@@ -499,7 +499,7 @@ void Session::deliver(const core::Delivery& delivery) {
 void Session::write_delivery(const core::Delivery& delivery) {
   if (closing_) return;
   quic::StreamId stream = mode_ == Mode::Native ? lane_for(delivery.sender) : stream_;
-  std::uint64_t end = connection_.write(stream, *delivery.frame);
+  std::uint64_t end = connection_.write(stream, delivery.frame.bytes());
   if (mode_ == Mode::Legacy && delivery.sequence != 0 && end != 0) {
     awaiting_transport_ack_.emplace_back(end, delivery.sequence);
   }

@@ -36,23 +36,34 @@ flatbuffers::FlatBufferBuilder& builder() {
   return fbb;
 }
 
-// Prefixes the finished buffer in fbb and copies both into one frame.
-Frame finish(flatbuffers::FlatBufferBuilder& fbb, flatbuffers::Offset<Debra::Message> root) {
+// Finishes the message in fbb and copies it, behind its length prefix, into the room that
+// make_room(size) returns.
+template <typename MakeRoom>
+void finish_into(flatbuffers::FlatBufferBuilder& fbb, flatbuffers::Offset<Debra::Message> root, MakeRoom make_room) {
   fbb.Finish(root);  // no file identifier: the original debra clients neither send nor expect one
   const std::size_t size = fbb.GetSize();
-  Frame frame(kLengthPrefixSize + size);
-  write_length_prefix(frame.data(), size);
-  std::memcpy(frame.data() + kLengthPrefixSize, fbb.GetBufferPointer(), size);
+  std::uint8_t* out = make_room(kLengthPrefixSize + size);
+  write_length_prefix(out, size);
+  std::memcpy(out + kLengthPrefixSize, fbb.GetBufferPointer(), size);
   if (size > kBuilderRetainLimit) fbb.Reset();
+}
+
+Frame finish(flatbuffers::FlatBufferBuilder& fbb, flatbuffers::Offset<Debra::Message> root) {
+  Frame frame;
+  finish_into(fbb, root, [&](std::size_t size) {
+    frame.resize(size);
+    return frame.data();
+  });
   return frame;
 }
 
 // A ClientToClient message, legacy layout. The original debra reads message_type, client_id,
 // for_client and message; they are written even when they equal their defaults, and message is
 // written even when empty, because an original peer may unwrap it unconditionally.
-Frame encode_client_message(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
-                            std::span<const std::uint8_t> payload, std::uint64_t sequence, bool receipt) {
-  auto& fbb = builder();
+flatbuffers::Offset<Debra::Message> build_client_message(flatbuffers::FlatBufferBuilder& fbb, std::int32_t client_id,
+                                                         std::int32_t for_client, std::uint64_t message_id,
+                                                         std::span<const std::uint8_t> payload, std::uint64_t sequence,
+                                                         bool receipt) {
   const auto message = fbb.CreateVector(payload.data(), payload.size());
   Debra::MessageBuilder mb(fbb);
   // Native only, and absent when 0 or false, as a legacy sender leaves them.
@@ -65,7 +76,7 @@ Frame encode_client_message(std::int32_t client_id, std::int32_t for_client, std
   mb.add_for_client(for_client);
   mb.add_message_type(MessageType::ClientToClient);
   fbb.ForceDefaults(false);
-  return finish(fbb, mb.Finish());
+  return mb.Finish();
 }
 
 // A string field is written only when non-empty; decoding an absent one gives an empty view.
@@ -195,12 +206,22 @@ Frame encode_registration(std::int32_t client_id, std::string_view token) {
 
 Frame encode_client_to_client(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
                               std::span<const std::uint8_t> payload, bool receipt) {
-  return encode_client_message(client_id, for_client, message_id, payload, 0, receipt);
+  auto& fbb = builder();
+  return finish(fbb, build_client_message(fbb, client_id, for_client, message_id, payload, 0, receipt));
 }
 
 SharedFrame encode_delivery(std::int32_t sender, std::int32_t recipient, std::uint64_t message_id,
                             std::span<const std::uint8_t> payload, std::uint64_t sequence) {
-  return std::make_shared<const Frame>(encode_client_message(sender, recipient, message_id, payload, sequence, false));
+  auto& fbb = builder();
+  std::shared_ptr<std::uint8_t[]> bytes;
+  std::size_t size = 0;
+  finish_into(fbb, build_client_message(fbb, sender, recipient, message_id, payload, sequence, false),
+              [&](std::size_t room) {
+                bytes = std::make_shared_for_overwrite<std::uint8_t[]>(room);  // one allocation, no zeroing
+                size = room;
+                return bytes.get();
+              });
+  return SharedFrame(std::move(bytes), size);
 }
 
 Frame encode_ack(std::uint64_t sequence) {

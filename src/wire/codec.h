@@ -43,10 +43,30 @@ std::string_view to_string(ErrorCode code);
 std::string_view to_string(DeliveryStatus status);
 std::string_view to_string(MessageType type);
 
-// Frame: one encoded frame, length prefix included, ready to be written to a stream. Immutable once
-// built and shared between the queues it is written from, so one encoding serves every recipient.
+// Frame: one encoded frame, length prefix included, ready to be written to a stream.
 using Frame = std::vector<std::uint8_t>;
-using SharedFrame = std::shared_ptr<const Frame>;
+
+// SharedFrame: a delivery's frame, encoded once and then only read by every queue that holds it
+// (its commit batch, a mailbox, the recipient's stream). One allocation holds the bytes and the
+// reference count: the forwarding path pays one malloc per message for it, not two.
+class SharedFrame {
+ public:
+  SharedFrame() = default;
+  SharedFrame(std::nullptr_t) {}  // none, as for a shared_ptr
+  // Takes bytes already filled in; nobody writes them afterwards.
+  SharedFrame(std::shared_ptr<const std::uint8_t[]> bytes, std::size_t size) : bytes_(std::move(bytes)), size_(size) {}
+
+  explicit operator bool() const { return bytes_ != nullptr; }
+  std::size_t size() const { return size_; }
+  const std::uint8_t* data() const { return bytes_.get(); }
+  const std::uint8_t* begin() const { return data(); }
+  const std::uint8_t* end() const { return data() + size_; }
+  std::span<const std::uint8_t> bytes() const { return {data(), size_}; }
+
+ private:
+  std::shared_ptr<const std::uint8_t[]> bytes_;
+  std::size_t size_ = 0;
+};
 
 // Message: a decoded Debra.Message. Spans and views point into the frame body given to decode() and
 // are valid only as long as it is. Absent fields read as their schema defaults (0, empty).

@@ -212,7 +212,7 @@ inline std::size_t max_payload(std::uint32_t max_frame_size, std::int32_t sender
     auto frame = wire::encode_client_to_client(sender, recipient, message_id, payload);
     auto delivery = wire::encode_delivery(sender, recipient, message_id, payload);
     return frame.size() - wire::kLengthPrefixSize <= max_frame_size &&
-           delivery->size() - wire::kLengthPrefixSize <= max_frame_size;
+           delivery.size() - wire::kLengthPrefixSize <= max_frame_size;
   };
   std::size_t fitting = 0;  // fits(0) holds for any frame size the server accepts (>= 1024)
   std::size_t too_big = max_frame_size;

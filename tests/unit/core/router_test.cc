@@ -57,7 +57,7 @@ class RecordingSink : public SessionSink {
 
   void deliver(const Delivery& delivery) override {
     delivered.push_back(delivery);
-    if (accumulate_) queued += delivery.frame->size();
+    if (accumulate_) queued += delivery.frame.size();
   }
   std::size_t queued_bytes() const override { return queued; }
   void on_displaced() override { ++displaced; }
@@ -117,7 +117,7 @@ Outcome send(Router& router, ClientId sender, ClientId recipient, std::uint64_t 
 }
 
 std::size_t frame_size(std::size_t payload_size, std::uint64_t sequence) {
-  return wire::encode_delivery(1, 2, 1, payload_of(1, 1, payload_size), sequence)->size();
+  return wire::encode_delivery(1, 2, 1, payload_of(1, 1, payload_size), sequence).size();
 }
 
 // Checks that d is the delivery of message id from sender to recipient, and that its frame says so.
@@ -127,10 +127,10 @@ void expect_delivery(const Delivery& d, ClientId sender, ClientId recipient, std
   EXPECT_EQ(d.recipient, recipient);
   EXPECT_EQ(d.message_id, id);
   ASSERT_TRUE(d.frame);
-  ASSERT_GT(d.frame->size(), wire::kLengthPrefixSize);
-  EXPECT_EQ(wire::read_length_prefix(d.frame->data()), d.frame->size() - wire::kLengthPrefixSize);
-  auto decoded = wire::decode(std::span(d.frame->data() + wire::kLengthPrefixSize,
-                                        d.frame->size() - wire::kLengthPrefixSize));
+  ASSERT_GT(d.frame.size(), wire::kLengthPrefixSize);
+  EXPECT_EQ(wire::read_length_prefix(d.frame.data()), d.frame.size() - wire::kLengthPrefixSize);
+  auto decoded = wire::decode(std::span(d.frame.data() + wire::kLengthPrefixSize,
+                                        d.frame.size() - wire::kLengthPrefixSize));
   ASSERT_TRUE(decoded.has_value()) << decoded.error().reason;
   EXPECT_EQ(decoded->type, wire::MessageType::ClientToClient);
   EXPECT_EQ(decoded->client_id, sender);

@@ -48,20 +48,27 @@ Bytes to_bytes(std::span<const std::uint8_t> span) { return Bytes(span.begin(), 
 
 // Checks the prefix of frame and decodes its body. The message's views point into frame, so a
 // temporary frame is refused at compile time.
-Message decode_frame(Frame&& frame) = delete;
-Message decode_frame(const Frame& frame) {
+Message decode_frame_bytes(std::span<const std::uint8_t> frame) {
   EXPECT_GE(frame.size(), kLengthPrefixSize);
   EXPECT_EQ(read_length_prefix(frame.data()), frame.size() - kLengthPrefixSize);
-  auto decoded = decode(body_of(frame));
+  auto decoded = decode(frame.subspan(kLengthPrefixSize));
   EXPECT_TRUE(decoded.has_value()) << decoded.error().reason;
   return decoded.has_value() ? *decoded : Message{};
 }
+Message decode_frame(Frame&& frame) = delete;
+Message decode_frame(const Frame& frame) { return decode_frame_bytes(frame); }
+Message decode_frame(SharedFrame&& frame) = delete;
+Message decode_frame(const SharedFrame& frame) { return decode_frame_bytes(frame.bytes()); }
 
 // A raw view of a frame's root table, as an original client's generated code (which knows only the
 // four legacy fields, at vtable offsets 4, 6, 8, 10) would see it.
-const flatbuffers::Table* legacy_view(const Frame& frame) {
-  return flatbuffers::GetRoot<flatbuffers::Table>(frame.data() + kLengthPrefixSize);
+const flatbuffers::Table* legacy_view(const std::uint8_t* frame) {
+  return flatbuffers::GetRoot<flatbuffers::Table>(frame + kLengthPrefixSize);
 }
+const flatbuffers::Table* legacy_view(const Frame& frame) { return legacy_view(frame.data()); }
+const flatbuffers::Table* legacy_view(const SharedFrame& frame) { return legacy_view(frame.data()); }
+
+Frame copy_of(const SharedFrame& frame) { return Frame(frame.begin(), frame.end()); }
 
 Frame frame_from_body(std::span<const std::uint8_t> body) {
   Frame frame(kLengthPrefixSize + body.size());
@@ -87,7 +94,7 @@ std::vector<Frame> sample_frames() {
       encode_registration(42, "v1.42.1700000000.token"),
       encode_client_to_client(42, 7, 0, payload),
       encode_client_to_client(42, 7, 99, {}),
-      *encode_delivery(42, 7, 1234567890123ULL, payload),
+      copy_of(encode_delivery(42, 7, 1234567890123ULL, payload)),
       encode_welcome(42, kDefaultMaxFrameSize, 4),
       encode_reply(5, DeliveryStatus::Rejected, ErrorCode::RecipientBusy, "queue full"),
       encode_error(ErrorCode::SessionTakenOver, "another connection registered 42"),
@@ -154,22 +161,22 @@ TEST(Codec, ClientToClientWithoutMessageIdLeavesNativeFieldAbsent) {
 TEST(Codec, DeliveryRoundTrip) {
   const Bytes payload(1000, 0xAB);
   const SharedFrame frame = encode_delivery(11, 12, 77, payload);
-  ASSERT_NE(frame, nullptr);
-  const Message m = decode_frame(*frame);
+  ASSERT_TRUE(frame);
+  const Message m = decode_frame(frame);
   EXPECT_EQ(m.type, MessageType::ClientToClient);
   EXPECT_EQ(m.client_id, 11);
   EXPECT_EQ(m.for_client, 12);
   EXPECT_EQ(m.message_id, 77u);
   EXPECT_EQ(to_bytes(m.payload), payload);
-  EXPECT_LE(frame->size(), kLengthPrefixSize + payload.size() + kMaxEnvelopeOverhead);
+  EXPECT_LE(frame.size(), kLengthPrefixSize + payload.size() + kMaxEnvelopeOverhead);
 }
 
 TEST(Codec, LargestPayloadFitsDefaultMaxFrameSize) {
   const Bytes payload(4 * 1024 * 1024, 0x5A);
   const SharedFrame frame = encode_delivery(1, 2, 0xFFFFFFFFFFFFFFFFULL, payload);
-  EXPECT_LE(frame->size() - kLengthPrefixSize, kDefaultMaxFrameSize);
-  EXPECT_LE(frame->size(), kLengthPrefixSize + payload.size() + kMaxEnvelopeOverhead);
-  EXPECT_EQ(decode_frame(*frame).payload.size(), payload.size());
+  EXPECT_LE(frame.size() - kLengthPrefixSize, kDefaultMaxFrameSize);
+  EXPECT_LE(frame.size(), kLengthPrefixSize + payload.size() + kMaxEnvelopeOverhead);
+  EXPECT_EQ(decode_frame(frame).payload.size(), payload.size());
   // The thread's builder must still work after a large frame (it is released, then regrown).
   const Frame small = encode_registration(9);
   EXPECT_EQ(decode_frame(small).client_id, 9);
@@ -263,7 +270,7 @@ TEST(Legacy, FieldByFieldBuilderDecodes) {
 TEST(Legacy, DeliveryCarriesTheFourLegacyFields) {
   const Bytes payload = bytes("to an old client");
   const SharedFrame frame = encode_delivery(100, 200, 0, payload);
-  const flatbuffers::Table* t = legacy_view(*frame);
+  const flatbuffers::Table* t = legacy_view(frame);
   ASSERT_TRUE(t->CheckField(Debra::Message::VT_MESSAGE_TYPE));
   ASSERT_TRUE(t->CheckField(Debra::Message::VT_CLIENT_ID));
   ASSERT_TRUE(t->CheckField(Debra::Message::VT_FOR_CLIENT));
@@ -277,12 +284,12 @@ TEST(Legacy, DeliveryCarriesTheFourLegacyFields) {
   // Nothing an original client would not expect: no identifier, no native field when unused.
   EXPECT_FALSE(t->CheckField(Debra::Message::VT_MESSAGE_ID));
   EXPECT_FALSE(t->CheckField(Debra::Message::VT_REASON));
-  EXPECT_FALSE(flatbuffers::BufferHasIdentifier(frame->data() + kLengthPrefixSize, "DBRA"));
+  EXPECT_FALSE(flatbuffers::BufferHasIdentifier(frame.data() + kLengthPrefixSize, "DBRA"));
 }
 
 TEST(Legacy, LegacyFieldsArePresentEvenWhenZero) {
   const SharedFrame frame = encode_delivery(0, 0, 0, {});
-  const flatbuffers::Table* t = legacy_view(*frame);
+  const flatbuffers::Table* t = legacy_view(frame);
   EXPECT_TRUE(t->CheckField(Debra::Message::VT_MESSAGE_TYPE));
   EXPECT_TRUE(t->CheckField(Debra::Message::VT_CLIENT_ID));
   EXPECT_TRUE(t->CheckField(Debra::Message::VT_FOR_CLIENT));
@@ -291,10 +298,10 @@ TEST(Legacy, LegacyFieldsArePresentEvenWhenZero) {
 
 TEST(Legacy, EmptyDeliveryStillCarriesMessageVector) {
   const SharedFrame frame = encode_delivery(1, 2, 0, {});
-  const auto* msg = Debra::GetMessage(frame->data() + kLengthPrefixSize);
+  const auto* msg = Debra::GetMessage(frame.data() + kLengthPrefixSize);
   ASSERT_NE(msg->message(), nullptr);
   EXPECT_EQ(msg->message()->size(), 0u);
-  EXPECT_TRUE(decode_frame(*frame).payload.empty());
+  EXPECT_TRUE(decode_frame(frame).payload.empty());
 }
 
 TEST(Codec, ToStringCoversEveryValueAndUnknown) {
@@ -315,7 +322,7 @@ TEST(Codec, ToStringCoversEveryValueAndUnknown) {
 TEST(Codec, DeliverySequenceAckAndReceiptRoundTrip) {
   const std::vector<std::uint8_t> payload{1, 2, 3};
   auto delivery = encode_delivery(4, 5, 99, payload, 123456789012345ULL);
-  auto d = decode(std::span(*delivery).subspan(kLengthPrefixSize));
+  auto d = decode(delivery.bytes().subspan(kLengthPrefixSize));
   ASSERT_TRUE(d.has_value());
   EXPECT_EQ(d->sequence, 123456789012345ULL);
   EXPECT_EQ(d->client_id, 4);
