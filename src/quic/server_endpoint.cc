@@ -148,21 +148,18 @@ void ServerEndpoint::on_datagram(const net::Datagram& datagram, bool forwarded) 
     ++stats_.dropped_datagrams;
     return;
   }
-  if (Admission::Verdict verdict = accepting_ ? admission_->check(datagram.remote) : Admission::Verdict::Full;
-      verdict != Admission::Verdict::Admitted) {
-    refuse(datagram, header, verdict);
+  if (!accepting_) {
+    refuse(datagram, header, Admission::Verdict::Full);
     return;
   }
-  if (header.token.len == 0) {
-    if (admission_->handshakes_in_progress() >= config_.retry_threshold) {
-      send_retry(datagram, header);
+  const bool retry_token = header.token.len != 0 && header.token.base[0] == NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY;
+  if (!retry_token) {
+    // Refused before any Retry, so a client we cannot take does not pay a round trip to learn it.
+    if (Admission::Verdict verdict = admission_->check(datagram.remote); verdict != Admission::Verdict::Admitted) {
+      refuse(datagram, header, verdict);
       return;
     }
-    accept(datagram, header, nullptr, false);
-    return;
-  }
-  if (header.token.base[0] != NGTCP2_CRYPTO_TOKEN_MAGIC_RETRY) {
-    // We issue no NEW_TOKEN tokens, so this one is not ours: treat the client as unvalidated.
+    // Without a token, or with one that is not ours (we issue no NEW_TOKEN tokens): unvalidated.
     if (admission_->handshakes_in_progress() >= config_.retry_threshold) {
       send_retry(datagram, header);
       return;
@@ -182,8 +179,9 @@ void ServerEndpoint::on_datagram(const net::Datagram& datagram, bool forwarded) 
   // A client's Initial retransmitted before it saw our Retry, at a moment we were under the
   // threshold, made a connection under its original DCID that the client has now abandoned for this
   // one. Left alone it would hold a handshake slot and a per-address slot until its handshake timed
-  // out (so 128 clients arriving at once could be refused at a per-address limit of 128). Only this
-  // client can hold a token for that DCID from this address.
+  // out, so it goes before the limits are asked: at a per-address limit of N, N clients arriving at
+  // once would otherwise see some of their own half-made connections refuse them. Only this client
+  // can hold a token for that DCID from this address.
   if (auto it = by_cid_.find(key_of(original_dcid)); it != by_cid_.end()) {
     Connection& abandoned = *it->second;
     if (!abandoned.handshake_completed() && same_host(abandoned.remote_address(), datagram.remote)) {
@@ -198,7 +196,8 @@ void ServerEndpoint::on_datagram(const net::Datagram& datagram, bool forwarded) 
 void ServerEndpoint::accept(const net::Datagram& datagram, const ngtcp2_pkt_hd& header,
                             const ngtcp2_cid* original_dcid, bool validated) {
   if (Admission::Verdict verdict = admission_->admit(datagram.remote); verdict != Admission::Verdict::Admitted) {
-    // Another thread's endpoint took the last place since on_datagram checked.
+    // A client back with a Retry token is asked here first; anyone else, again, since another
+    // thread's endpoint may have taken the last place since on_datagram checked.
     refuse(datagram, header, verdict);
     return;
   }

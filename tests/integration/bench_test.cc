@@ -127,7 +127,8 @@ TEST(BenchIntegration, IdleConnectionsRegisterAndReportServerMemory) {
 // back with the Retry token, not hold a per-address slot until its handshake times out, or clients
 // are refused at a per-address limit they do not exceed. (Without that, 2 to 15 of these 128 were
 // refused in most runs here; whether a run shows it depends on timing, so a pass proves less than a
-// failure.)
+// failure. LimitsIntegration.AClientBackFromARetryIsNotRefusedForTheConnectionItLeftBehind plays the
+// race out step by step.)
 TEST(BenchIntegration, ClientsArrivingAtOnceAllRegisterAtThePerAddressLimit) {
   constexpr int kClients = 128;
   ServerProcess server;

@@ -4,12 +4,18 @@
 #include <debra/client.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <future>
+#include <mutex>
 #include <regex>
 #include <string>
 #include <vector>
 
+#include "metrics_scrape.h"
+#include "raw_client.h"
 #include "server_process.h"
 #include "test_support.h"
+#include "udp_relay.h"
 
 namespace debra::testing {
 namespace {
@@ -89,6 +95,113 @@ TEST(LimitsIntegration, ConnectionsPerAddressAreBounded) {
   }
   ASSERT_TRUE(c) << "no slot freed after a client left";
   EXPECT_TRUE(exchange(*a, 1, *c, 3, "after a slot freed"));
+}
+
+// A QUIC long-header packet's type and source connection id (RFC 9000 §17.2); the type is -1 for
+// anything else.
+struct LongHeader {
+  int type = -1;  // v1: 0 Initial, 2 Handshake, 3 Retry
+  std::vector<std::uint8_t> scid;
+};
+LongHeader long_header(std::span<const std::uint8_t> packet) {
+  LongHeader header;
+  if (packet.size() < 7 || (packet[0] & 0x80) == 0) return header;
+  std::size_t dcid_length = packet[5];
+  std::size_t scid_at = 6 + dcid_length + 1;
+  if (scid_at > packet.size() || scid_at + packet[scid_at - 1] > packet.size()) return header;
+  header.type = (packet[0] & 0x30) >> 4;
+  header.scid.assign(packet.begin() + static_cast<std::ptrdiff_t>(scid_at),
+                     packet.begin() + static_cast<std::ptrdiff_t>(scid_at + packet[scid_at - 1]));
+  return header;
+}
+constexpr int kRetryPacket = 3;
+
+// The race behind clients refused at a per-address limit they did not exceed, played out step by
+// step: a client's first Initial gets a Retry (the router is at its Retry threshold), the client
+// retransmits that Initial before the Retry reaches it, the router, under the threshold by then,
+// makes a connection of it, and then the client comes back with the Retry's token. The half-made
+// connection holds the address's only slot; the router must let it go for the client that made
+// it, not refuse that client for it.
+TEST(LimitsIntegration, AClientBackFromARetryIsNotRefusedForTheConnectionItLeftBehind) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_args({"--retry-threshold", "1", "--max-connections-per-address", "1",
+                                      "--metrics-listen", "127.0.0.1:0"})));
+
+  // A handshake kept in progress from 127.0.0.2 (its answers are lost) keeps the router at its
+  // threshold of 1, until the test lets the answers through.
+  std::atomic<bool> blocker_answered = false;
+  std::atomic<bool> let_blocker_finish = false;
+  auto blocker_relay = UdpRelay::start(server.address(), "127.0.0.2", [&](UdpRelay::Direction to, auto) {
+    if (to == UdpRelay::Direction::ToServer || let_blocker_finish) return UdpRelay::Verdict::Forward;
+    blocker_answered = true;
+    return UdpRelay::Verdict::Drop;
+  });
+  ASSERT_TRUE(blocker_relay) << blocker_relay.error().message;
+  auto blocker = std::async(std::launch::async, [&] {
+    return RawClient::connect({.server = (*blocker_relay)->address(), .ca_file = server.ca_file(),
+                               .server_name = "localhost"});
+  });
+  ASSERT_TRUE(wait_until([&] { return blocker_answered.load(); }, 5s)) << "the router never answered the blocker";
+
+  // The client, from 127.0.0.1 through a relay that holds back the first Retry, drops later ones,
+  // and drops every packet of the connection the router makes of a retransmitted Initial; seeing
+  // that connection's first packet releases the Retry.
+  enum class Stage { AwaitingRetry, AwaitingHalfMade, Released };
+  std::mutex mutex;
+  Stage stage = Stage::AwaitingRetry;
+  std::vector<std::uint8_t> half_made_scid;
+  UdpRelay* client_relay_ptr = nullptr;
+  auto client_relay = UdpRelay::start(server.address(), "127.0.0.1", [&](UdpRelay::Direction to, auto bytes) {
+    if (to == UdpRelay::Direction::ToServer) return UdpRelay::Verdict::Forward;
+    LongHeader header = long_header(bytes);
+    std::lock_guard lock(mutex);
+    if (header.type == kRetryPacket) {
+      if (stage != Stage::AwaitingRetry) return UdpRelay::Verdict::Drop;
+      stage = Stage::AwaitingHalfMade;
+      return UdpRelay::Verdict::Hold;
+    }
+    if (stage == Stage::AwaitingHalfMade && header.type >= 0) {
+      stage = Stage::Released;
+      half_made_scid = header.scid;
+      client_relay_ptr->release_held();
+      return UdpRelay::Verdict::Drop;
+    }
+    if (stage == Stage::Released && header.type >= 0 && header.scid == half_made_scid) return UdpRelay::Verdict::Drop;
+    return UdpRelay::Verdict::Forward;
+  });
+  ASSERT_TRUE(client_relay) << client_relay.error().message;
+  client_relay_ptr = client_relay->get();
+  auto client = std::async(std::launch::async, [&] {
+    return RawClient::connect({.server = (*client_relay)->address(), .ca_file = server.ca_file(),
+                               .server_name = "localhost"});
+  });
+  ASSERT_TRUE(wait_until(
+      [&] {
+        std::lock_guard lock(mutex);
+        return stage != Stage::AwaitingRetry;
+      },
+      5s))
+      << "the router sent the client no Retry";
+
+  // The blocker completes; the client's next Initial, a retransmission, finds the router under its
+  // threshold.
+  let_blocker_finish = true;
+  auto blocker_connection = blocker.get();
+  ASSERT_TRUE(blocker_connection) << blocker_connection.error().message;
+  auto connection = client.get();
+  ASSERT_TRUE(connection) << connection.error().message;
+  {
+    std::lock_guard lock(mutex);
+    ASSERT_EQ(stage, Stage::Released) << "the router made no connection of the retransmitted Initial";
+  }
+  EXPECT_TRUE((*connection)->retried());
+  EXPECT_TRUE((*connection)->register_id(7));
+
+  std::this_thread::sleep_for(300ms);  // the metrics page is rebuilt every 250 ms
+  auto page = scrape_metrics(server);
+  ASSERT_TRUE(page) << page.error().message;
+  EXPECT_EQ(page->value("debra_abandoned_before_retry_total"), 1) << page->text;
+  EXPECT_EQ(page->value("debra_connections_refused_total{reason=\"per_address\"}"), 0) << page->text;
 }
 
 // Streams are a fixed limit: the session stream and nothing else (docs/security.md, Limits).

@@ -22,6 +22,17 @@
 
 namespace debra::testing {
 
+// Polls condition every few ms until it holds (true) or timeout passes (false).
+template <typename Condition>
+bool wait_until(Condition condition, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
 inline ClientOptions client_options(const ServerProcess& server, std::int32_t id,
                                     Protocol protocol = Protocol::Native) {
   ClientOptions options;
