@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -65,6 +66,38 @@ void message_life(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * kBatch * state.range(0));
 }
 
+// The router's shape under a steady load: every recipient holds a window of messages (64 recipients
+// × 64 here, as in `debra bench --pairs 64`), each new message joins the back of an inbox and each
+// acknowledgement takes the oldest. Unlike message_life, no inbox ever empties.
+void log_store_steady_inboxes(benchmark::State& state) {
+  constexpr int kHeldPerRecipient = 64;
+  Scratch dir;
+  auto opened = debra::store::LogStore::open(dir.path(), SyncMode::Off, {});
+  if (!opened) std::abort();
+  std::unique_ptr<MessageStore> store = std::move(*opened);
+  std::vector<std::uint8_t> payload(64, 0x5a);
+  std::uint64_t message_id = 1;
+  std::deque<std::pair<std::int32_t, std::uint64_t>> held;
+  auto append = [&](int i) {
+    const std::int32_t recipient = 2 + i % kRecipients;
+    auto appended = store->append(Delivery{1, recipient, message_id++, nullptr, 0}, payload, false, 1000);
+    held.emplace_back(recipient, appended.sequence);
+  };
+  for (int i = 0; i < kRecipients * kHeldPerRecipient; ++i) append(i);
+  if (!store->commit()) std::abort();
+  for (auto _ : state) {
+    for (int i = 0; i < kBatch; ++i) append(i);
+    if (!store->commit()) std::abort();
+    for (int i = 0; i < kBatch; ++i) {
+      benchmark::DoNotOptimize(store->acknowledge(held.front().first, held.front().second));
+      held.pop_front();
+    }
+    if (!store->commit()) std::abort();
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+
+BENCHMARK(log_store_steady_inboxes)->Name("BM_LogStoreSteadyInboxes");
 BENCHMARK(message_life<debra::store::LogStore>)->Name("BM_LogStoreMessageLife")->Arg(64)->Arg(1024);
 BENCHMARK(message_life<debra::store::SqliteStore>)->Name("BM_SqliteStoreMessageLife")->Arg(64)->Arg(1024);
 

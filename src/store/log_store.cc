@@ -251,7 +251,7 @@ Result<void, Error> LogStore::start_segment() {
 }
 
 LogStore::Inbox& LogStore::inbox_of(core::ClientId recipient) {
-  return inboxes_.try_emplace(recipient, &pool_).first->second;
+  return inboxes_.try_emplace(recipient).first->second;
 }
 
 void LogStore::hold(core::ClientId recipient, std::uint64_t sequence, const Entry& entry, std::size_t record_size) {

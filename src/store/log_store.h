@@ -18,6 +18,7 @@
 
 #include "core/message_store.h"
 #include "store/seen_ids.h"
+#include "store/sequence_index.h"
 #include "store/sync_mode.h"
 
 namespace debra::store {
@@ -45,7 +46,8 @@ struct LogRecovery {
 // A segment file is deleted once no message in it is held and no Remove in it still cancels a record
 // of an older segment on disk; a mostly empty old segment has its held messages copied forward so
 // that a few messages for an offline recipient cannot pin it (docs/architecture.md, "The message
-// log"). Memory: about 150 bytes per held message, plus the dedupe memory.
+// log"). Memory: about 85–230 bytes per held message with its deadline (the fewer messages per
+// recipient, the more each costs), plus the dedupe memory.
 class LogStore final : public core::MessageStore {
  public:
   static Result<std::unique_ptr<LogStore>, Error> open(const std::string& dir, SyncMode sync,
@@ -99,11 +101,11 @@ class LogStore final : public core::MessageStore {
     std::uint64_t segment = 0;
     std::uint64_t offset = 0;  // of the record in its segment
   };
-  // Every map node of the index comes from one pool (pool_): a message's hold and release then cost
-  // no malloc and free, which took about a tenth of the router's CPU under load.
-  using Messages = std::pmr::map<std::uint64_t, Entry>;
+  // An inbox's messages in sequence order: holding and releasing a message costs no malloc and
+  // free of its own (a node each took about a tenth of the router's CPU under load), nor a tree's
+  // rebalancing.
+  using Messages = SequenceIndex<Entry>;
   struct Inbox {
-    explicit Inbox(std::pmr::memory_resource* pool) : messages(pool) {}
     Messages messages;
     std::uint64_t bytes = 0;
   };
