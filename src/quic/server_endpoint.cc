@@ -56,6 +56,9 @@ EndpointStats& EndpointStats::operator+=(const EndpointStats& other) {
   received_datagrams += other.received_datagrams;
   dropped_datagrams += other.dropped_datagrams;
   forwarded_datagrams += other.forwarded_datagrams;
+  sent_datagrams += other.sent_datagrams;
+  send_calls += other.send_calls;
+  send_dropped += other.send_dropped;
   return *this;
 }
 
@@ -99,6 +102,14 @@ ServerEndpoint::ServerEndpoint(net::EventLoop& loop, ServerConfig config, const 
       reset_tokens_(kResetBurst) {}
 
 ServerEndpoint::~ServerEndpoint() { loop_.remove_reader(socket_.fd()); }
+
+EndpointStats ServerEndpoint::stats() const {
+  EndpointStats stats = stats_;
+  stats.sent_datagrams = socket_.stats().datagrams_sent;
+  stats.send_calls = socket_.stats().send_calls;
+  stats.send_dropped = socket_.stats().send_dropped;
+  return stats;
+}
 
 void ServerEndpoint::forward(std::size_t thread, const net::Datagram& datagram) {
   ServerEndpoint* owner = siblings_[thread];

@@ -61,6 +61,11 @@ struct EndpointStats {
   std::uint64_t dropped_datagrams = 0;  // included in received_datagrams
   // Datagrams for a connection of another thread's endpoint, passed on to it.
   std::uint64_t forwarded_datagrams = 0;
+  // From the socket: datagrams sent, the system calls that sent them (one carries a run of
+  // datagrams with UDP GSO), and datagrams the kernel would not take (QUIC's loss recovery resends).
+  std::uint64_t sent_datagrams = 0;
+  std::uint64_t send_calls = 0;
+  std::uint64_t send_dropped = 0;
 
   EndpointStats& operator+=(const EndpointStats& other);
 };
@@ -84,7 +89,7 @@ class ServerEndpoint final : public Transport {
   // Connections not yet closing or draining.
   std::size_t open_connection_count() const;
   const Admission& admission() const { return *admission_; }
-  const EndpointStats& stats() const { return stats_; }
+  EndpointStats stats() const;
 
   // The endpoints of the other threads on the same address, by thread (this one's own slot is
   // ignored): where packets for their connections go. Set before the loops run.

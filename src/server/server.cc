@@ -380,6 +380,12 @@ std::string Server::metrics_page(const std::vector<WorkerFigures>& threads) {
   page.gauge("process_resident_memory_bytes", "Resident set size of the router process", resident_memory_bytes());
   // The QUIC endpoint.
   page.counter("debra_datagrams_received_total", "UDP datagrams received", quic.received_datagrams);
+  page.counter("debra_datagrams_sent_total", "UDP datagrams sent", quic.sent_datagrams);
+  page.counter("debra_udp_send_calls_total", "System calls that sent them (one carries several with UDP GSO)",
+               quic.send_calls);
+  page.counter("debra_datagrams_send_dropped_total",
+               "Datagrams the kernel would not take (a full socket buffer); QUIC's loss recovery resends them",
+               quic.send_dropped);
   page.counter("debra_datagrams_dropped_total", "Datagrams dropped as unparseable or unacceptable",
                quic.dropped_datagrams);
   page.counter("debra_connections_accepted_total", "Connections accepted", quic.accepted);

@@ -52,6 +52,9 @@ TEST(MetricsIntegration, FollowTheRoutersState) {
   EXPECT_EQ(busy.value("debra_messages_delivered_total"), 2);
   EXPECT_EQ(busy.value("debra_connections_accepted_total"), 2);
   EXPECT_GT(busy.value("debra_datagrams_received_total"), 0);
+  EXPECT_GT(busy.value("debra_datagrams_sent_total"), 0);
+  EXPECT_GT(busy.value("debra_udp_send_calls_total"), 0);
+  EXPECT_LE(busy.value("debra_udp_send_calls_total"), busy.value("debra_datagrams_sent_total"));
 
   // A protocol violation is counted, and its connection leaves the gauges.
   auto raw = RawClient::connect(raw_options(server));
