@@ -137,10 +137,14 @@ TEST(LimitsIntegration, AClientBackFromARetryIsNotRefusedForTheConnectionItLeftB
     return UdpRelay::Verdict::Drop;
   });
   ASSERT_TRUE(blocker_relay) << blocker_relay.error().message;
-  auto blocker = std::async(std::launch::async, [&] {
-    return RawClient::connect({.server = (*blocker_relay)->address(), .ca_file = server.ca_file(),
-                               .server_name = "localhost"});
-  });
+  // Through a relay, the address is 127.0.0.x, not the name the certificate is for.
+  auto through = [&](const UdpRelay& relay) {
+    RawClientOptions options = raw_options(server);
+    options.server = relay.address();
+    options.server_name = "localhost";
+    return options;
+  };
+  auto blocker = std::async(std::launch::async, [&] { return RawClient::connect(through(**blocker_relay)); });
   ASSERT_TRUE(wait_until([&] { return blocker_answered.load(); }, 5s)) << "the router never answered the blocker";
 
   // The client, from 127.0.0.1 through a relay that holds back the first Retry, drops later ones,
@@ -150,7 +154,7 @@ TEST(LimitsIntegration, AClientBackFromARetryIsNotRefusedForTheConnectionItLeftB
   std::mutex mutex;
   Stage stage = Stage::AwaitingRetry;
   std::vector<std::uint8_t> half_made_scid;
-  UdpRelay* client_relay_ptr = nullptr;
+  std::atomic<UdpRelay*> client_relay_ptr = nullptr;  // set before the client sends anything
   auto client_relay = UdpRelay::start(server.address(), "127.0.0.1", [&](UdpRelay::Direction to, auto bytes) {
     if (to == UdpRelay::Direction::ToServer) return UdpRelay::Verdict::Forward;
     LongHeader header = long_header(bytes);
@@ -163,7 +167,7 @@ TEST(LimitsIntegration, AClientBackFromARetryIsNotRefusedForTheConnectionItLeftB
     if (stage == Stage::AwaitingHalfMade && header.type >= 0) {
       stage = Stage::Released;
       half_made_scid = header.scid;
-      client_relay_ptr->release_held();
+      client_relay_ptr.load()->release_held();
       return UdpRelay::Verdict::Drop;
     }
     if (stage == Stage::Released && header.type >= 0 && header.scid == half_made_scid) return UdpRelay::Verdict::Drop;
@@ -171,10 +175,7 @@ TEST(LimitsIntegration, AClientBackFromARetryIsNotRefusedForTheConnectionItLeftB
   });
   ASSERT_TRUE(client_relay) << client_relay.error().message;
   client_relay_ptr = client_relay->get();
-  auto client = std::async(std::launch::async, [&] {
-    return RawClient::connect({.server = (*client_relay)->address(), .ca_file = server.ca_file(),
-                               .server_name = "localhost"});
-  });
+  auto client = std::async(std::launch::async, [&] { return RawClient::connect(through(**client_relay)); });
   ASSERT_TRUE(wait_until(
       [&] {
         std::lock_guard lock(mutex);
