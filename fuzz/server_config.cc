@@ -79,7 +79,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   std::vector<std::string> args;
   for (const auto& item : items) {
-    for (const auto& input : item.inputs) args.push_back("--" + item.name + "=" + input);
+    for (const auto& input : item.inputs) {
+      // CLI11 reads `--name=` as a missing value, but `--name ""` as the empty value the file gave
+      // (`metrics-listen = ""` is metrics off either way). A value is not given as a separate
+      // argument otherwise, since one that starts with '-' would read as an option.
+      if (input.empty()) {
+        args.push_back("--" + item.name);
+        args.push_back(input);
+      } else {
+        args.push_back("--" + item.name + "=" + input);
+      }
+    }
   }
   Outcome from_flags = run([&](CLI::App& app) {
     std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes argv back to front
