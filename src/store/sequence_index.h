@@ -18,8 +18,9 @@ namespace debra::store {
 // erasing cost O(1) amortised and a lookup is a binary search over contiguous memory. A map did
 // the same with a node allocation and a rebalancing per message (about 4 % of the router's CPU
 // with the message log). The vector allocates from the heap, not a pool: it grows by doubling,
-// and a pool keeps every size it outgrew for vectors of that size alone. Inserting below the highest sequence moves the slots above it; only
-// recovery does that, when a record copied forward by compaction comes back.
+// and a pool keeps every size it outgrew for vectors of that size alone. Inserting below the
+// highest sequence moves the slots above it; only recovery does that, when a record copied forward
+// by compaction comes back.
 //
 // The interface is the subset of std::map the message log uses; slots read like its pairs
 // (it->first, it->second, structured bindings). erase() invalidates every iterator; emplace()
