@@ -99,7 +99,13 @@ LogStore::~LogStore() {
   // The sync thread finishes what it was given; completions it posts now are never run.
   stop_sync_thread();
   // Whatever is still buffered was never acknowledged to anyone: writing it is safe and saves work.
-  if (dirty_ && failed_.empty()) (void)commit();
+  // On a clean stop the Remove records no commit waited for go to the disk as well.
+  if (failed_.empty()) {
+    if (dirty_) (void)commit();
+    for (auto& [id, segment] : segments_) {
+      if (sync_ != SyncMode::Off && segment.unsynced) (void)::fdatasync(segment.fd);
+    }
+  }
   for (auto& [id, segment] : segments_) ::close(segment.fd);
   if (dir_fd_ >= 0) ::close(dir_fd_);
 }
@@ -521,13 +527,18 @@ Result<void, Error> LogStore::commit() {
     return make_error(std::move(message));
   };
   if (!failed_.empty()) return fail(failed_);
+  const bool wait_for_disk = batch_needs_disk();
   if (auto written = write_buffer(); !written) return fail(written.error().message);
   for (auto& [id, segment] : segments_) {
     if (segment.synced == segment.written) continue;
-    if (sync_ != SyncMode::Off && ::fdatasync(segment.fd) != 0) {
-      return fail("syncing " + segment_path(id) + ": " + errno_text());
+    if (wait_for_disk) {
+      if (sync_ != SyncMode::Off && ::fdatasync(segment.fd) != 0) {
+        return fail("syncing " + segment_path(id) + ": " + errno_text());
+      }
+      segment.synced = segment.written;
     }
-    segment.submitted = segment.synced = segment.written;
+    segment.unsynced = !wait_for_disk;
+    segment.submitted = segment.written;
   }
   dirty_ = false;
   batch_appended_.clear();
@@ -535,6 +546,14 @@ Result<void, Error> LogStore::commit() {
   finished_job_ = next_job_++;
   after_commit();
   return {};
+}
+
+bool LogStore::batch_needs_disk() const {
+  // A batch of Remove records alone (acknowledgements, expiries) is written at once but not waited
+  // for: if a power cut loses it, those messages are delivered again after the restart, which the
+  // protocol allows (at least once; the recipient knows them by sequence). What the recipient took
+  // is not worth an fdatasync of its own; the next batch that holds messages syncs it too.
+  return sync_ == SyncMode::Always || !batch_appended_.empty() || !batch_moved_.empty();
 }
 
 void LogStore::after_commit() {
@@ -571,16 +590,22 @@ void LogStore::commit_async(CommitDone done) {
   if (!failed_.empty()) {
     job.error = failed_;
   } else if (dirty_) {
+    const bool wait_for_disk = batch_needs_disk();
     if (auto written = write_buffer(); !written) {
       job.error = "the message store cannot commit: " + written.error().message;
       rollback();
       ++stats_.unavailable;
     } else {
       for (auto& [id, segment] : segments_) {
-        if (segment.submitted == segment.written) continue;
+        if (segment.submitted == segment.written && !(wait_for_disk && segment.unsynced)) continue;
+        segment.submitted = segment.written;
+        if (!wait_for_disk) {
+          segment.unsynced = true;
+          continue;
+        }
+        segment.unsynced = false;
         job.fds.push_back(segment.fd);
         job.written.emplace_back(id, segment.written);
-        segment.submitted = segment.written;
         ++segment.syncing;
       }
       dirty_ = false;
@@ -588,7 +613,12 @@ void LogStore::commit_async(CommitDone done) {
       batch_moved_.clear();
     }
   }
-  // Even a job with nothing to sync goes through the queue: completions keep the order of commits.
+  // A job with nothing to sync completes at once if nothing is ahead of it; otherwise it goes
+  // through the queue too, since completions keep the order of commits.
+  if (job.fds.empty() && job.error.empty() && finished_job_ + 1 == job.id) {
+    finish(std::move(job), {});
+    return;
+  }
   {
     std::lock_guard lock(sync_mutex_);
     sync_jobs_.push_back(std::move(job));

@@ -42,7 +42,8 @@ struct LogRecovery {
 
 // LogStore: the MessageStore as a segmented append-only log (DIR/log/*.seg) with the index of held
 // messages in memory. An accepted message is one Append record and its acknowledgement one Remove
-// record, written with a single write and one fdatasync per commit; nothing is updated in place.
+// record, written with a single write and one fdatasync per commit (none for a commit of Remove
+// records alone: the next one that holds messages syncs them); nothing is updated in place.
 // A segment file is deleted once no message in it is held and no Remove in it still cancels a record
 // of an older segment on disk; a mostly empty old segment has its held messages copied forward so
 // that a few messages for an offline recipient cannot pin it (docs/architecture.md, "The message
@@ -63,7 +64,9 @@ class LogStore final : public core::MessageStore {
   std::vector<core::StoredMessage> expire(std::int64_t now_ms) override;
   Result<void, Error> commit() override;
   // With sync_on_thread and --sync batch: writes the batch, hands its fdatasync to the sync thread
-  // and returns; done runs through post once the disk has it. Otherwise the same as commit().
+  // and returns; done runs through post once the disk has it. A batch with nothing to sync (Remove
+  // records alone) completes before this returns if no commit is ahead of it. Otherwise the same as
+  // commit().
   void commit_async(CommitDone done) override;
   bool dirty() const override { return dirty_; }
 
@@ -84,6 +87,9 @@ class LogStore final : public core::MessageStore {
     std::uint64_t submitted = 0;  // bytes written and handed to a sync (a rollback keeps them)
     std::uint64_t synced = 0;     // bytes known to be on disk
     std::uint32_t syncing = 0;    // sync jobs that hold this segment's file descriptor
+    // Holds Remove records a commit wrote without waiting for the disk: the next commit that waits
+    // syncs this file too.
+    bool unsynced = false;
     // Compaction copied this segment's messages forward, in the commit with this job number: the
     // segment may go only once that commit is durable.
     std::uint64_t retire_after_job = 0;
@@ -163,6 +169,8 @@ class LogStore final : public core::MessageStore {
   void reclaim();
   void compact();
   Result<void, Error> commit_if_always();
+  // Whether the open batch must be on disk before its commit completes: it holds messages.
+  bool batch_needs_disk() const;
   void after_commit();
   void run_syncs();
   void finish(SyncJob job, Result<void, Error> result);

@@ -429,6 +429,64 @@ TEST(LogStore, CommitsOnTheSyncThreadCompleteInOrderThroughPost) {
   EXPECT_EQ(text(pending[1].payload), "two");
 }
 
+// Nothing waits for an acknowledgement's Remove record, so a batch of them alone completes at once
+// unless a commit is ahead of it; it is on disk after the next commit that holds messages.
+TEST(LogStore, ABatchOfAcknowledgementsAloneDoesNotWaitForTheDisk) {
+  TempDir dir;
+  std::mutex mutex;
+  std::vector<std::function<void()>> posted;
+  std::vector<int> completed;
+  std::uint64_t kept = 0;
+  {
+    auto store = open_log(dir.path());
+    store->sync_on_thread([&](std::function<void()> done) {
+      std::lock_guard lock(mutex);
+      posted.push_back(std::move(done));
+    });
+    auto commit = [&](int id) {
+      store->commit_async([&completed, id](Result<void, Error> r) { completed.push_back(r ? id : -id); });
+    };
+    auto run_posted_until = [&](std::size_t count) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (completed.size() < count && std::chrono::steady_clock::now() < deadline) {
+        std::vector<std::function<void()>> batch;
+        {
+          std::lock_guard lock(mutex);
+          batch.swap(posted);
+        }
+        for (auto& done : batch) done();
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    };
+    const auto first = store->append(delivery(1, 2, 1), bytes("one"), false, 0).sequence;
+    commit(1);
+    EXPECT_TRUE(completed.empty());  // a message waits for its fdatasync
+    run_posted_until(1);
+    ASSERT_EQ(completed, (std::vector<int>{1}));
+
+    ASSERT_TRUE(store->acknowledge(2, first));
+    commit(2);
+    EXPECT_EQ(completed, (std::vector<int>{1, 2}));  // done before commit_async returned
+
+    // Behind a commit still on its way to the disk, acknowledgements wait their turn.
+    const auto second = store->append(delivery(1, 2, 2), bytes("two"), false, 0).sequence;
+    commit(3);
+    ASSERT_TRUE(store->acknowledge(2, second));
+    commit(4);
+    kept = store->append(delivery(1, 2, 3), bytes("three"), false, 0).sequence;
+    commit(5);
+    EXPECT_EQ(completed, (std::vector<int>{1, 2}));
+    run_posted_until(5);
+    EXPECT_EQ(completed, (std::vector<int>{1, 2, 3, 4, 5}));
+    EXPECT_EQ(store->stats().commits, 5u);
+  }
+  auto store = open_log(dir.path());
+  auto pending = store->pending(2, 0, 10);
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(pending[0].sequence, kept);
+  EXPECT_EQ(text(pending[0].payload), "three");
+}
+
 // Segments the sync thread still holds are not deleted under it, and compaction's originals stay
 // until the commit with their copies completes; everything ends as it would without the thread.
 TEST(LogStore, ReclaimAndCompactionWaitForTheSyncThread) {
