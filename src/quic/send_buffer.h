@@ -4,6 +4,7 @@
 #include <ngtcp2/ngtcp2.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include <deque>
 #include <memory>
 #include <span>
+#include <vector>
 
 namespace debra::quic {
 
@@ -89,21 +91,96 @@ class SendBuffer {
   std::uint64_t end() const { return end_; }
 
  private:
-  struct Chunk {
-    std::unique_ptr<std::uint8_t[]> data;
-    std::size_t capacity = 0;
-    std::size_t size = 0;
-  };
-
   // Chunks grow with the backlog, so an idle-ish connection costs little and a busy one few
   // allocations. Every chunk is larger than a packet, so a packet's STREAM frame spans at most two.
   static constexpr std::size_t kMinChunk = 4 * 1024;
   static constexpr std::size_t kMaxChunk = 256 * 1024;
 
+  // ChunkCache: a thread's acknowledged chunks of the smaller sizes, kept for the next chunk that
+  // thread's streams need. A stream that empties after every burst (most do) otherwise paid a malloc
+  // and a free per burst, and the frees let glibc hand the top of the thread's heap back to the
+  // kernel only to fault it in again: heap trimming, page faults and the allocator were 8 % of the
+  // load tool's CPU at 64 B x 64 pairs (docs/benchmarks.md). Bounded, so a thread that once held
+  // many backlogs does not keep their memory.
+  class ChunkCache {
+   public:
+    static constexpr std::size_t kMaxCapacity = 16 * 1024;
+    static constexpr std::size_t kMaxBytes = 1024 * 1024;
+
+    ChunkCache() { alive_ = true; }
+    ~ChunkCache() {
+      alive_ = false;
+      for (auto& list : free_) {
+        for (std::uint8_t* bytes : list) delete[] bytes;
+      }
+    }
+    ChunkCache(const ChunkCache&) = delete;
+    ChunkCache& operator=(const ChunkCache&) = delete;
+
+    // The calling thread's cache; null once the thread is tearing its objects down.
+    static ChunkCache* of_this_thread() {
+      thread_local ChunkCache cache;
+      return alive_ ? &cache : nullptr;
+    }
+
+    std::uint8_t* take(std::size_t capacity) {
+      if (capacity <= kMaxCapacity) {
+        auto& list = free_[slot(capacity)];
+        if (!list.empty()) {
+          std::uint8_t* bytes = list.back();
+          list.pop_back();
+          bytes_ -= capacity;
+          return bytes;
+        }
+      }
+      return new std::uint8_t[capacity];  // left uninitialised: every byte is written before it is sent
+    }
+
+    void give(std::uint8_t* bytes, std::size_t capacity) {
+      if (capacity > kMaxCapacity || bytes_ + capacity > kMaxBytes) {
+        delete[] bytes;
+        return;
+      }
+      free_[slot(capacity)].push_back(bytes);
+      bytes_ += capacity;
+    }
+
+   private:
+    // Capacities are powers of two from kMinChunk up.
+    static std::size_t slot(std::size_t capacity) {
+      return static_cast<std::size_t>(std::countr_zero(capacity / kMinChunk));
+    }
+    static inline thread_local bool alive_ = false;
+    std::array<std::vector<std::uint8_t*>, 3> free_;  // 4, 8 and 16 KiB
+    std::size_t bytes_ = 0;
+  };
+
+  // Hands a chunk's bytes back to the cache of the thread that lets go of it.
+  struct ChunkRelease {
+    std::size_t capacity = 0;
+    void operator()(std::uint8_t* bytes) const noexcept {
+      if (ChunkCache* cache = ChunkCache::of_this_thread()) {
+        cache->give(bytes, capacity);
+      } else {
+        delete[] bytes;
+      }
+    }
+  };
+
+  struct Chunk {
+    std::unique_ptr<std::uint8_t[], ChunkRelease> data;
+    std::size_t capacity = 0;
+    std::size_t size = 0;
+  };
+
+  static_assert(ChunkCache::kMaxCapacity == kMinChunk << 2, "one free list per size: 4, 8 and 16 KiB");
+
   void add_chunk() {
     std::size_t capacity = std::clamp<std::size_t>(std::bit_ceil(static_cast<std::size_t>(unacked_bytes()) + 1),
                                                    kMinChunk, kMaxChunk);
-    chunks_.push_back(Chunk{std::make_unique_for_overwrite<std::uint8_t[]>(capacity), capacity, 0});
+    ChunkCache* cache = ChunkCache::of_this_thread();
+    std::uint8_t* bytes = cache != nullptr ? cache->take(capacity) : new std::uint8_t[capacity];
+    chunks_.push_back(Chunk{std::unique_ptr<std::uint8_t[], ChunkRelease>(bytes, ChunkRelease{capacity}), capacity, 0});
   }
 
   std::deque<Chunk> chunks_;
