@@ -57,6 +57,9 @@ struct StoreStats {
   std::uint64_t quota_rejections = 0;
   std::uint64_t unavailable = 0;
   std::uint64_t commits = 0;
+  // Requests to the disk to make written data durable (the message log's fdatasync calls); a store
+  // that leaves syncing to its engine (SQLite) reports 0.
+  std::uint64_t syncs = 0;
   std::uint64_t held_messages = 0;
   std::uint64_t held_bytes = 0;
 };

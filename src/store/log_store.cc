@@ -103,11 +103,16 @@ LogStore::~LogStore() {
   if (failed_.empty()) {
     if (dirty_) (void)commit();
     for (auto& [id, segment] : segments_) {
-      if (sync_ != SyncMode::Off && segment.unsynced) (void)::fdatasync(segment.fd);
+      if (sync_ != SyncMode::Off && segment.unsynced) (void)sync_file(segment.fd);
     }
   }
   for (auto& [id, segment] : segments_) ::close(segment.fd);
   if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+bool LogStore::sync_file(int fd) {
+  syncs_.fetch_add(1, std::memory_order_relaxed);
+  return ::fdatasync(fd) == 0;
 }
 
 std::string LogStore::segment_path(std::uint64_t id) const {
@@ -242,7 +247,7 @@ Result<void, Error> LogStore::start_segment() {
   // The header makes the file a segment and carries the sequence floor: it is on disk, and so is
   // the file's name, before any record in it counts.
   bool ok = write_at(fd, header.data(), header.size(), 0);
-  if (ok && sync_ != SyncMode::Off) ok = ::fdatasync(fd) == 0 && ::fsync(dir_fd_) == 0;
+  if (ok && sync_ != SyncMode::Off) ok = sync_file(fd) && ::fsync(dir_fd_) == 0;
   if (!ok) {
     std::string message = "creating " + path + ": " + errno_text();
     ::close(fd);
@@ -532,7 +537,7 @@ Result<void, Error> LogStore::commit() {
   for (auto& [id, segment] : segments_) {
     if (segment.synced == segment.written) continue;
     if (wait_for_disk) {
-      if (sync_ != SyncMode::Off && ::fdatasync(segment.fd) != 0) {
+      if (sync_ != SyncMode::Off && !sync_file(segment.fd)) {
         return fail("syncing " + segment_path(id) + ": " + errno_text());
       }
       segment.synced = segment.written;
@@ -645,7 +650,7 @@ void LogStore::run_syncs() {
     fds.erase(std::unique(fds.begin(), fds.end()), fds.end());
     std::string failure;
     for (int fd : fds) {
-      if (::fdatasync(fd) != 0) {
+      if (!sync_file(fd)) {
         failure = std::string("the message store cannot commit: syncing the message log: ") + errno_text();
         break;
       }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -74,7 +75,11 @@ class LogStore final : public core::MessageStore {
   using Post = std::function<void(std::function<void()>)>;
   // Starts the sync thread: from here on commit_async overlaps the disk's work with the caller's.
   void sync_on_thread(Post post);
-  core::StoreStats stats() const override { return stats_; }
+  core::StoreStats stats() const override {
+    core::StoreStats stats = stats_;
+    stats.syncs = syncs_.load(std::memory_order_relaxed);
+    return stats;
+  }
 
   const LogRecovery& recovery() const { return recovery_; }
   const std::string& directory() const { return dir_; }
@@ -175,6 +180,8 @@ class LogStore final : public core::MessageStore {
   void run_syncs();
   void finish(SyncJob job, Result<void, Error> result);
   void stop_sync_thread();
+  // fdatasync(fd), counted (StoreStats::syncs); on any thread.
+  bool sync_file(int fd);
 
   std::string dir_;
   SyncMode sync_;
@@ -210,6 +217,7 @@ class LogStore final : public core::MessageStore {
   std::condition_variable sync_wake_;
   std::deque<SyncJob> sync_jobs_;
   bool sync_stop_ = false;
+  std::atomic<std::uint64_t> syncs_{0};  // the sync thread counts too
 };
 
 }  // namespace debra::store

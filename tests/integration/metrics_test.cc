@@ -55,6 +55,9 @@ TEST(MetricsIntegration, FollowTheRoutersState) {
   EXPECT_GT(busy.value("debra_datagrams_sent_total"), 0);
   EXPECT_GT(busy.value("debra_udp_send_calls_total"), 0);
   EXPECT_LE(busy.value("debra_udp_send_calls_total"), busy.value("debra_datagrams_sent_total"));
+  // The message log (the default store) made the messages durable before it delivered them.
+  EXPECT_GT(busy.value("debra_store_commits_total"), 0);
+  EXPECT_GT(busy.value("debra_store_syncs_total"), 0);
 
   // A protocol violation is counted, and its connection leaves the gauges.
   auto raw = RawClient::connect(raw_options(server));

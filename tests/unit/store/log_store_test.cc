@@ -463,10 +463,13 @@ TEST(LogStore, ABatchOfAcknowledgementsAloneDoesNotWaitForTheDisk) {
     EXPECT_TRUE(completed.empty());  // a message waits for its fdatasync
     run_posted_until(1);
     ASSERT_EQ(completed, (std::vector<int>{1}));
+    const std::uint64_t syncs = store->stats().syncs;
+    EXPECT_GT(syncs, 0u);
 
     ASSERT_TRUE(store->acknowledge(2, first));
     commit(2);
     EXPECT_EQ(completed, (std::vector<int>{1, 2}));  // done before commit_async returned
+    EXPECT_EQ(store->stats().syncs, syncs);          // and without an fdatasync
 
     // Behind a commit still on its way to the disk, acknowledgements wait their turn.
     const auto second = store->append(delivery(1, 2, 2), bytes("two"), false, 0).sequence;
@@ -478,6 +481,7 @@ TEST(LogStore, ABatchOfAcknowledgementsAloneDoesNotWaitForTheDisk) {
     EXPECT_EQ(completed, (std::vector<int>{1, 2}));
     run_posted_until(5);
     EXPECT_EQ(completed, (std::vector<int>{1, 2, 3, 4, 5}));
+    EXPECT_GT(store->stats().syncs, syncs);
     EXPECT_EQ(store->stats().commits, 5u);
   }
   auto store = open_log(dir.path());
