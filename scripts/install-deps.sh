@@ -12,6 +12,7 @@ packages=(
   libtomlplusplus-dev                                          # the send policy file, --config
   libspdlog-dev libfmt-dev libcli11-dev                        # logs, flags
   libcpp-httplib-dev                                           # the metrics endpoint
+  libgoogle-perftools-dev                                      # tcmalloc, the executables' allocator
   libgtest-dev libgmock-dev                                    # tests
 )
 if [ "${1:-}" = "--test" ]; then
