@@ -512,8 +512,9 @@ TEST(HostileInput, ChattingPairLosesNothingAndMemoryReturnsToBaseline) {
   // 14 MiB each (the allocator's page-granular release); on tcmalloc the second round grew it by
   // 0.8 to 3.1 MiB. A router that kept the connections of a round instead of destroying them
   // (ServerEndpoint's dead_ never cleared) grew by 228 MiB under ASan and by 135 MiB on tcmalloc.
-  // 32 MiB is twice the noise and a quarter of that leak. Keeping only the 200 real connections (about 15 MiB) would slip under
-  // it; the gauges above catch the usual form of that bug, a connection the endpoint never lets go.
+  // 32 MiB is twice the noise and at most a quarter of that leak. Keeping only the 200 real
+  // connections (about 15 MiB) would slip under it; the gauges above catch the usual form of that
+  // bug, a connection the endpoint never lets go.
   EXPECT_LE(resident, baseline + 32.0 * (1 << 20)) << rest.text;
 }
 
