@@ -66,14 +66,14 @@ void check_holds(debra::store::LogStore& store, const std::map<std::pair<ClientI
   }
 }
 
-// Writes the right CRC into every frame whose body fits, up to the first one that does not.
-void reseal(std::vector<std::uint8_t>& body) {
+// Writes the CRC salted with salt into every frame whose body fits, up to the first one that does not.
+void reseal(std::vector<std::uint8_t>& body, std::uint32_t salt) {
   std::size_t at = 0;
   while (at + log::kFrameSize <= body.size()) {
     std::uint32_t length = 0;
     for (int i = 3; i >= 0; --i) length = (length << 8) | body[at + static_cast<std::size_t>(i)];
     if (length == 0 || body.size() - at - log::kFrameSize < length) return;
-    const std::uint32_t crc = debra::util::crc32c({body.data() + at + log::kFrameSize, length});
+    const std::uint32_t crc = debra::util::crc32c({body.data() + at + log::kFrameSize, length}) ^ salt;
     for (int i = 0; i < 4; ++i) body[at + 4 + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(crc >> (8 * i));
     at += log::kFrameSize + length;
   }
@@ -87,10 +87,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::filesystem::create_directory(dir + "/log");
   if (size == 0) return 0;
   std::vector<std::uint8_t> body(data + 1, data + size);
-  if (data[0] % 2 == 0) reseal(body);
+  // A file on its second life: frames sealed for it, sealed for its first life (Stale: none may
+  // count), or as they come.
+  constexpr std::uint32_t kSalt = 1;
+  if (data[0] % 3 == 0) reseal(body, kSalt);
+  if (data[0] % 3 == 1) reseal(body, kSalt - 1);
   std::vector<std::uint8_t> file;
   constexpr std::uint64_t kBase = 5;
-  log::encode_header(kBase, file);
+  log::encode_header({kBase, kSalt}, file);
   file.insert(file.end(), body.begin(), body.end());
   {
     int fd = ::open((dir + "/log/00000000000000000001.seg").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -104,7 +108,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::uint64_t highest = kBase;
   std::span<const std::uint8_t> rest(body);
   while (!rest.empty()) {
-    log::DecodeResult decoded = log::decode(rest);
+    log::DecodeResult decoded = log::decode(rest, kSalt);
     if (decoded.status != log::DecodeStatus::Ok) break;
     const log::Decoded& r = decoded.record;
     if (r.type == log::RecordType::Append) {

@@ -40,37 +40,39 @@ std::int64_t get_i64(const std::uint8_t* p) { return static_cast<std::int64_t>(g
 
 std::uint32_t crc_of(const std::uint8_t* data, std::size_t size) { return util::crc32c({data, size}); }
 
-// Writes the frame (length, CRC) in front of the body that follows it in out.
-void seal(std::vector<std::uint8_t>& out, std::size_t frame_start) {
+// Writes the frame (length, salted CRC) in front of the body that follows it in out.
+void seal(std::vector<std::uint8_t>& out, std::size_t frame_start, std::uint32_t salt) {
   std::uint8_t* frame = out.data() + frame_start;
   const std::size_t body_size = out.size() - frame_start - kFrameSize;
   put(frame, static_cast<std::uint32_t>(body_size));
-  put(frame + 4, crc_of(frame + kFrameSize, body_size));
+  put(frame + 4, crc_of(frame + kFrameSize, body_size) ^ salt);
 }
 
 }  // namespace
 
 std::size_t append_record_size(std::size_t payload_size) { return kPayloadOffset + payload_size; }
 
-void encode_header(std::uint64_t base_sequence, std::vector<std::uint8_t>& out) {
+void encode_header(const Header& header, std::vector<std::uint8_t>& out) {
   const std::size_t start = out.size();
   out.resize(start + kHeaderSize);
   std::uint8_t* p = std::copy(std::begin(kMagic), std::end(kMagic), out.data() + start);
   p = put(p, kVersion);
-  p = put(p, std::uint32_t{0});
-  put(p, base_sequence);
+  p = put(p, header.salt);
+  put(p, header.base_sequence);
 }
 
-std::optional<std::uint64_t> decode_header(std::span<const std::uint8_t> bytes) {
+std::optional<Header> decode_header(std::span<const std::uint8_t> bytes) {
   if (bytes.size() < kHeaderSize) return std::nullopt;
   if (std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0) return std::nullopt;
-  if (get_u32(bytes.data() + 8) != kVersion) return std::nullopt;
-  const std::uint64_t base = get_u64(bytes.data() + 16);
-  if (base == 0 || base >= kSequenceLimit) return std::nullopt;
-  return base;
+  const std::uint32_t version = get_u32(bytes.data() + 8);
+  if (version < kOldestReadableVersion || version > kVersion) return std::nullopt;
+  Header header{get_u64(bytes.data() + 16), get_u32(bytes.data() + 12)};
+  if (version == 1 && header.salt != 0) return std::nullopt;
+  if (header.base_sequence == 0 || header.base_sequence >= kSequenceLimit) return std::nullopt;
+  return header;
 }
 
-void encode(const AppendRecord& record, std::vector<std::uint8_t>& out) {
+void encode(const AppendRecord& record, std::uint32_t salt, std::vector<std::uint8_t>& out) {
   const std::size_t start = out.size();
   // Grow geometrically: reserve() to the exact size would reallocate and copy the whole batch on
   // every record once a batch outgrows the largest before it, quadratic in the batch.
@@ -87,20 +89,31 @@ void encode(const AppendRecord& record, std::vector<std::uint8_t>& out) {
   p = put(p, static_cast<std::uint64_t>(record.expires_at_ms));
   put(p, static_cast<std::uint64_t>(record.accepted_at_ms));
   out.insert(out.end(), record.payload.begin(), record.payload.end());
-  seal(out, start);
+  seal(out, start, salt);
 }
 
-void encode(const RemoveRecord& record, std::vector<std::uint8_t>& out) {
+void encode(const RemoveRecord& record, std::uint32_t salt, std::vector<std::uint8_t>& out) {
   const std::size_t start = out.size();
   out.resize(start + kRemoveRecordSize);
   std::uint8_t* p = out.data() + start + kFrameSize;
   *p++ = static_cast<std::uint8_t>(RecordType::Remove);
   p = put(p, record.sequence);
   put(p, static_cast<std::uint32_t>(record.recipient));
-  seal(out, start);
+  seal(out, start, salt);
 }
 
-DecodeResult decode(std::span<const std::uint8_t> bytes) {
+void encode_end_mark(std::uint32_t salt, std::vector<std::uint8_t>& out) {
+  const std::size_t start = out.size();
+  out.resize(start + kEndMarkSize);
+  put(put(out.data() + start, std::uint32_t{0}), ~salt);
+}
+
+void resalt(std::span<std::uint8_t> record, std::uint32_t from, std::uint32_t to) {
+  std::uint8_t* crc = record.data() + 4;
+  put(crc, get_u32(crc) ^ from ^ to);
+}
+
+DecodeResult decode(std::span<const std::uint8_t> bytes, std::uint32_t salt) {
   DecodeResult result;
   if (bytes.size() < kFrameSize) {
     result.status = DecodeStatus::Truncated;
@@ -108,6 +121,10 @@ DecodeResult decode(std::span<const std::uint8_t> bytes) {
   }
   const std::uint32_t length = get_u32(bytes.data());
   const std::uint32_t crc = get_u32(bytes.data() + 4);
+  if (length == 0 && crc == ~salt) {
+    result.status = DecodeStatus::End;
+    return result;
+  }
   if (length == 0 || length > kMaxBodySize) {
     result.status = DecodeStatus::Corrupt;
     return result;
@@ -117,8 +134,10 @@ DecodeResult decode(std::span<const std::uint8_t> bytes) {
     return result;
   }
   const std::uint8_t* body = bytes.data() + kFrameSize;
-  if (crc_of(body, length) != crc) {
-    result.status = DecodeStatus::Corrupt;
+  if (const std::uint32_t written_with = crc_of(body, length) ^ crc; written_with != salt) {
+    // Damage gives any value; a value below the salt is, but for a chance of salt in 2^32, a
+    // record that an earlier life of the file wrote whole.
+    result.status = written_with < salt ? DecodeStatus::Stale : DecodeStatus::Corrupt;
     return result;
   }
   Decoded& d = result.record;

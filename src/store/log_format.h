@@ -15,17 +15,26 @@
 
 namespace debra::store::log {
 
-// Segment header: magic, format version, and the first sequence the segment may hold. The base
-// sequence keeps sequences from being reused after every older segment was deleted.
+// Segment header: magic, format version, the file's salt, and the first sequence the segment may
+// hold. The base sequence keeps sequences from being reused after every older segment was deleted.
+//
+// The salt is XORed into every record's CRC. A segment file is reused once its messages are gone
+// (overwriting blocks the file already has makes each fdatasync cheaper than growing a file), and
+// its new life gets a salt above every earlier one: the records of an earlier life still in the file
+// past the new end then fail the CRC, and read as what they are (DecodeStatus::Stale). Version 1
+// had no salt (the field was zero, as it is for a salt of 0), so it reads as a salt of 0; a
+// router of version 1 refuses a version 2 file instead of taking its records for damage.
 constexpr std::uint8_t kMagic[8] = {'d', 'e', 'b', 'r', 'a', 'l', 'o', 'g'};
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;
+constexpr std::uint32_t kOldestReadableVersion = 1;
 constexpr std::size_t kHeaderSize = 8 + 4 + 4 + 8;
 
 // Sequences are below 2^62: no router hands out that many, so a larger one is damage, and the next
 // sequence after any valid one cannot wrap.
 constexpr std::uint64_t kSequenceLimit = 1ULL << 62;
 
-// Record frame: u32 body length, u32 CRC-32C of the body, then the body, whose first byte is its type.
+// Record frame: u32 body length, u32 CRC-32C of the body XOR the segment's salt, then the body,
+// whose first byte is its type.
 constexpr std::size_t kFrameSize = 8;
 // A record body is at most this long: a payload larger than any frame the router accepts is corrupt.
 constexpr std::size_t kMaxBodySize = 64 * 1024 * 1024;
@@ -61,12 +70,25 @@ constexpr std::size_t kPayloadOffset = kFrameSize + 1 + kAppendFixedSize;
 std::size_t append_record_size(std::size_t payload_size);
 constexpr std::size_t kRemoveRecordSize = kFrameSize + 1 + kRemoveFixedSize;
 
-void encode_header(std::uint64_t base_sequence, std::vector<std::uint8_t>& out);
-// The base sequence, or nothing if bytes do not start with a valid header.
-std::optional<std::uint64_t> decode_header(std::span<const std::uint8_t> bytes);
+struct Header {
+  std::uint64_t base_sequence = 0;
+  std::uint32_t salt = 0;
+};
 
-void encode(const AppendRecord& record, std::vector<std::uint8_t>& out);
-void encode(const RemoveRecord& record, std::vector<std::uint8_t>& out);
+// Always writes the current version.
+void encode_header(const Header& header, std::vector<std::uint8_t>& out);
+// Nothing if bytes do not start with a valid header of a version this build reads.
+std::optional<Header> decode_header(std::span<const std::uint8_t> bytes);
+
+void encode(const AppendRecord& record, std::uint32_t salt, std::vector<std::uint8_t>& out);
+void encode(const RemoveRecord& record, std::uint32_t salt, std::vector<std::uint8_t>& out);
+// The end mark, written after every batch and overwritten by the next: a zero length and the
+// salt's complement, so that neither a zeroed block nor an earlier life's mark reads as one. It
+// ends the records of a reused file, whose earlier records may go on after it mid-record.
+constexpr std::size_t kEndMarkSize = kFrameSize;
+void encode_end_mark(std::uint32_t salt, std::vector<std::uint8_t>& out);
+// A whole record copied from a segment salted `from` into one salted `to` (compaction).
+void resalt(std::span<std::uint8_t> record, std::uint32_t from, std::uint32_t to);
 
 // Decoded: one record read from the front of a byte range. size is how many bytes it took.
 struct Decoded {
@@ -81,6 +103,8 @@ enum class DecodeStatus {
   Ok,
   Truncated,  // the bytes end inside the record: the tail of an interrupted write
   Corrupt,    // a length, CRC, type or field that cannot be right
+  Stale,      // a whole record of an earlier life of the file (its CRC matches a lower salt)
+  End,        // the end mark: nothing this life of the file wrote follows
 };
 
 struct DecodeResult {
@@ -88,6 +112,6 @@ struct DecodeResult {
   Decoded record;
 };
 
-DecodeResult decode(std::span<const std::uint8_t> bytes);
+DecodeResult decode(std::span<const std::uint8_t> bytes, std::uint32_t salt);
 
 }  // namespace debra::store::log

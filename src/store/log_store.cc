@@ -107,6 +107,7 @@ LogStore::~LogStore() {
     }
   }
   for (auto& [id, segment] : segments_) ::close(segment.fd);
+  for (const Spare& spare : spares_) ::close(spare.fd);
   if (dir_fd_ >= 0) ::close(dir_fd_);
 }
 
@@ -121,20 +122,32 @@ std::string LogStore::segment_path(std::uint64_t id) const {
   return dir_ + "/" + name;
 }
 
+std::string LogStore::spare_path(std::uint64_t id) const {
+  char name[32];
+  std::snprintf(name, sizeof name, "%020" PRIu64 ".spare", id);
+  return dir_ + "/" + name;
+}
+
 std::uint64_t LogStore::end_offset() const { return segments_.at(active_).written + buffer_.size(); }
 
 Result<void, Error> LogStore::recover() {
   std::vector<std::uint64_t> ids;
+  std::vector<std::uint64_t> spare_ids;
   DIR* listing = ::opendir(dir_.c_str());
   if (listing == nullptr) return make_error("reading the message log " + dir_ + ": " + errno_text());
   while (dirent* e = ::readdir(listing)) {
     std::string_view name = e->d_name;
-    if (name.size() != 24 || !name.ends_with(".seg")) continue;
-    if (!std::all_of(name.begin(), name.begin() + 20, [](char c) { return c >= '0' && c <= '9'; })) continue;
-    ids.push_back(std::stoull(std::string(name.substr(0, 20))));
+    if (name.size() < 21 || !std::all_of(name.begin(), name.begin() + 20, [](char c) { return c >= '0' && c <= '9'; })) {
+      continue;
+    }
+    const std::uint64_t id = std::stoull(std::string(name.substr(0, 20)));
+    if (name.substr(20) == ".seg") ids.push_back(id);
+    if (name.substr(20) == ".spare") spare_ids.push_back(id);
   }
   ::closedir(listing);
   std::sort(ids.begin(), ids.end());
+  for (std::uint64_t id : spare_ids) adopt_spare(id);
+  if (!ids.empty()) next_segment_id_ = std::max(next_segment_id_, ids.back() + 1);
 
   const std::int64_t now_ms = wall_clock_ms();
   for (std::size_t i = 0; i < ids.size(); ++i) {
@@ -158,7 +171,10 @@ Result<void, Error> LogStore::recover() {
   // The newest segment goes on taking records unless it is full or damaged.
   if (!segments_.empty()) {
     auto& [id, newest] = *segments_.rbegin();
-    if (recovery_.corrupt_segments == 0 && newest.written < options_.segment_bytes) active_ = id;
+    if (recovery_.corrupt_segments == 0 && newest.written < options_.segment_bytes) {
+      active_ = id;
+      active_salt_ = newest.salt;
+    }
   }
   if (active_ == 0) {
     if (auto started = start_segment(); !started) return started;
@@ -175,8 +191,8 @@ Result<void, Error> LogStore::replay(std::uint64_t id, Segment& segment, bool ne
   Mapping map(segment.fd, size);
   if (!map.ok()) return make_error("reading " + path + ": " + errno_text());
   std::span<const std::uint8_t> bytes = map.bytes();
-  auto base = log::decode_header(bytes);
-  if (!base) {
+  auto header = log::decode_header(bytes);
+  if (!header) {
     // A segment whose creation was interrupted before its header reached the disk holds nothing.
     if (newest && size < log::kHeaderSize) {
       ::close(segment.fd);
@@ -186,11 +202,13 @@ Result<void, Error> LogStore::replay(std::uint64_t id, Segment& segment, bool ne
     }
     return make_error(path + " is not a debra message log segment (bad header); move it away to start");
   }
-  next_sequence_ = std::max(next_sequence_, *base);
+  next_sequence_ = std::max(next_sequence_, header->base_sequence);
+  segment.salt = header->salt;
   const std::int64_t dedupe_from = wall_clock_ms() - limits_.dedupe_window_ms;
   std::size_t offset = log::kHeaderSize;
   while (offset < size) {
-    log::DecodeResult decoded = log::decode(bytes.subspan(offset));
+    log::DecodeResult decoded = log::decode(bytes.subspan(offset), segment.salt);
+    if (decoded.status == log::DecodeStatus::End) break;
     if (decoded.status != log::DecodeStatus::Ok) {
       if (newest) {
         // The tail of a write the crash interrupted: it was never committed, so never acknowledged.
@@ -238,12 +256,22 @@ Result<void, Error> LogStore::replay(std::uint64_t id, Segment& segment, bool ne
 }
 
 Result<void, Error> LogStore::start_segment() {
-  const std::uint64_t id = segments_.empty() ? 1 : segments_.rbegin()->first + 1;
+  const std::uint64_t id = std::max(next_segment_id_, segments_.empty() ? 1 : segments_.rbegin()->first + 1);
+  next_segment_id_ = id + 1;
+  Segment fresh;
+  while (!spares_.empty()) {
+    if (reuse_spare(id, fresh)) {
+      segments_[id] = fresh;
+      active_ = id;
+      active_salt_ = fresh.salt;
+      return {};
+    }
+  }
   const std::string path = segment_path(id);
   int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return make_error("creating " + path + ": " + errno_text());
   std::vector<std::uint8_t> header;
-  log::encode_header(next_sequence_, header);
+  log::encode_header({next_sequence_, 0}, header);
   // The header makes the file a segment and carries the sequence floor: it is on disk, and so is
   // the file's name, before any record in it counts.
   bool ok = write_at(fd, header.data(), header.size(), 0);
@@ -258,7 +286,64 @@ Result<void, Error> LogStore::start_segment() {
   segment.fd = fd;
   segment.written = segment.submitted = segment.synced = header.size();
   active_ = id;
+  active_salt_ = 0;
   return {};
+}
+
+bool LogStore::reuse_spare(std::uint64_t id, Segment& segment) {
+  const Spare spare = spares_.back();
+  spares_.pop_back();
+  const std::string from = spare_path(spare.id);
+  const std::string to = segment_path(id);
+  // The new header, with a salt above the old one, and an end mark right after it, reach the disk
+  // before the file takes a segment's name: under that name, no record of its earlier lives counts.
+  std::vector<std::uint8_t> header;
+  log::encode_header({next_sequence_, spare.salt + 1}, header);
+  log::encode_end_mark(spare.salt + 1, header);
+  bool ok = write_at(spare.fd, header.data(), header.size(), 0);
+  if (ok && sync_ != SyncMode::Off) ok = sync_file(spare.fd);
+  if (ok) ok = ::rename(from.c_str(), to.c_str()) == 0;
+  if (ok && sync_ != SyncMode::Off) ok = ::fsync(dir_fd_) == 0;
+  if (!ok) {
+    spdlog::warn("message log: reusing {} as {}: {}; creating a new file instead", from, to, errno_text());
+    ::close(spare.fd);
+    ::unlink(from.c_str());
+    ::unlink(to.c_str());
+    return false;
+  }
+  segment.fd = spare.fd;
+  segment.salt = spare.salt + 1;
+  segment.written = segment.submitted = segment.synced = log::kHeaderSize;
+  return true;
+}
+
+void LogStore::adopt_spare(std::uint64_t id) {
+  next_segment_id_ = std::max(next_segment_id_, id + 1);
+  const std::string path = spare_path(id);
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  std::uint8_t bytes[log::kHeaderSize];
+  std::optional<log::Header> header;
+  if (fd >= 0 && read_at(fd, bytes, sizeof bytes, 0)) header = log::decode_header(bytes);
+  if (header && header->salt != UINT32_MAX && spares_.size() < options_.spare_segments) {
+    spares_.push_back(Spare{id, fd, header->salt});
+    return;
+  }
+  // Not one of ours whole, or more than we keep: a spare holds nothing anyone needs.
+  if (fd >= 0) ::close(fd);
+  ::unlink(path.c_str());
+}
+
+void LogStore::retire(std::uint64_t id) {
+  Segment& segment = segments_.at(id);
+  const std::string path = segment_path(id);
+  if (spares_.size() < options_.spare_segments && segment.salt != UINT32_MAX &&
+      ::rename(path.c_str(), spare_path(id).c_str()) == 0) {
+    spares_.push_back(Spare{id, segment.fd, segment.salt});
+  } else {
+    ::close(segment.fd);
+    if (::unlink(path.c_str()) != 0) spdlog::warn("message log: deleting {}: {}", path, errno_text());
+  }
+  segments_.erase(id);
 }
 
 LogStore::Inbox& LogStore::inbox_of(core::ClientId recipient) {
@@ -380,7 +465,7 @@ core::AppendResult LogStore::append(const core::Delivery& delivery, std::span<co
                            payload};
   Entry entry{delivery.sender, receipt_requested, static_cast<std::uint32_t>(payload.size()), delivery.message_id,
               record.expires_at_ms, active_, end_offset()};
-  log::encode(record, buffer_);
+  log::encode(record, active_salt_, buffer_);
   hold(delivery.recipient, sequence, entry, record_size);
   if (delivery.message_id != 0) seen_.add(delivery.sender, delivery.message_id, sequence, now_ms);
   batch_appended_.push_back(Appended{delivery.recipient, sequence});
@@ -400,7 +485,7 @@ std::optional<core::StoredMessage> LogStore::acknowledge(core::ClientId recipien
   auto it = inbox->second.messages.find(sequence);
   if (it == inbox->second.messages.end()) return std::nullopt;
   const std::uint64_t bytes = it->second.payload_size;
-  log::encode(log::RemoveRecord{sequence, recipient}, buffer_);
+  log::encode(log::RemoveRecord{sequence, recipient}, active_salt_, buffer_);
   core::StoredMessage acked = release(recipient, it, active_);
   dirty_ = true;
   ++stats_.acknowledged;
@@ -494,7 +579,7 @@ std::vector<core::StoredMessage> LogStore::expire(std::int64_t now_ms) {
     auto it = inbox->second.messages.find(sequence);
     if (it == inbox->second.messages.end() || it->second.expires_at_ms != deadline) continue;
     const std::uint64_t bytes = it->second.payload_size;
-    log::encode(log::RemoveRecord{sequence, recipient}, buffer_);
+    log::encode(log::RemoveRecord{sequence, recipient}, active_salt_, buffer_);
     out.push_back(release(recipient, it, active_));
     --stats_.held_messages;
     stats_.held_bytes -= bytes;
@@ -515,10 +600,14 @@ Result<void, Error> LogStore::commit_if_always() {
 Result<void, Error> LogStore::write_buffer() {
   if (buffer_.empty()) return {};
   Segment& segment = segments_.at(active_);
-  if (!write_at(segment.fd, buffer_.data(), buffer_.size(), segment.written)) {
-    return make_error("writing " + segment_path(active_) + ": " + errno_text());
-  }
-  segment.written += buffer_.size();
+  // The end mark goes out with the records and the next write starts on it: in a reused file,
+  // it is what tells recovery where this life's records stop.
+  const std::size_t records = buffer_.size();
+  log::encode_end_mark(active_salt_, buffer_);
+  const bool ok = write_at(segment.fd, buffer_.data(), buffer_.size(), segment.written);
+  buffer_.resize(records);
+  if (!ok) return make_error("writing " + segment_path(active_) + ": " + errno_text());
+  segment.written += records;
   buffer_.clear();
   return {};
 }
@@ -745,14 +834,9 @@ void LogStore::reclaim() {
       if (!needed) doomed.push_back(id);
     }
     if (doomed.empty()) return;
-    for (std::uint64_t id : doomed) {
-      ::close(segments_.at(id).fd);
-      segments_.erase(id);
-      if (::unlink(segment_path(id).c_str()) != 0) {
-        spdlog::warn("message log: deleting {}: {}", segment_path(id), errno_text());
-      }
-    }
-    // A segment that cancels records of these may go only once their deletion is on disk too;
+    for (std::uint64_t id : doomed) retire(id);
+    // A segment that cancels records of these may go only once their deletion (or renaming to a
+    // spare, which recovery does not read) is on disk too;
     // otherwise a crash could bring back messages whose removal it alone recorded.
     if (sync_ != SyncMode::Off) ::fsync(dir_fd_);
   }
@@ -772,7 +856,7 @@ void LogStore::compact() {
     std::span<const std::uint8_t> bytes = map.bytes();
     std::size_t offset = log::kHeaderSize;
     while (offset < bytes.size() && segment.live > 0) {
-      log::DecodeResult decoded = log::decode(bytes.subspan(offset));
+      log::DecodeResult decoded = log::decode(bytes.subspan(offset), segment.salt);
       if (decoded.status != log::DecodeStatus::Ok) break;
       const log::Decoded& r = decoded.record;
       if (r.type == log::RecordType::Append) {
@@ -784,8 +868,10 @@ void LogStore::compact() {
             Segment& active = segments_.at(active_);
             it->second.segment = active_;
             it->second.offset = end_offset();
+            const std::size_t copy = buffer_.size();
             buffer_.insert(buffer_.end(), bytes.begin() + static_cast<std::ptrdiff_t>(offset),
                            bytes.begin() + static_cast<std::ptrdiff_t>(offset + r.size));
+            log::resalt(std::span(buffer_).subspan(copy, r.size), segment.salt, active_salt_);
             segment.live -= 1;
             segment.live_bytes -= r.size;
             active.live += 1;

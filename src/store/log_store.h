@@ -31,6 +31,10 @@ struct LogOptions {
   // At most this many ranges of consecutive message ids (SeenIds) are remembered for deduplication,
   // about 64 bytes each; StoreLimits::dedupe_window_ms bounds them in time as well.
   std::size_t dedupe_max_ranges = 1 << 20;
+  // At most this many emptied segment files are kept (DIR/log/*.spare) to be written over as new
+  // segments: an fdatasync of blocks a file already has skips the journal commit that growing it
+  // costs (docs/architecture.md, "The message log"). They hold their disk space meanwhile.
+  std::size_t spare_segments = 2;
 };
 
 // LogRecovery: what open() found on disk, for the start-up log line and the tests.
@@ -45,10 +49,10 @@ struct LogRecovery {
 // messages in memory. An accepted message is one Append record and its acknowledgement one Remove
 // record, written with a single write and one fdatasync per commit (none for a commit of Remove
 // records alone: the next one that holds messages syncs them); nothing is updated in place.
-// A segment file is deleted once no message in it is held and no Remove in it still cancels a record
-// of an older segment on disk; a mostly empty old segment has its held messages copied forward so
-// that a few messages for an offline recipient cannot pin it (docs/architecture.md, "The message
-// log"). Memory: about 85–230 bytes per held message with its deadline (the fewer messages per
+// A segment file is deleted (or kept as a spare, to be written over as a later segment) once no
+// message in it is held and no Remove in it still cancels a record of an older segment on disk; a
+// mostly empty old segment has its held messages copied forward so that a few messages for an
+// offline recipient cannot pin it (docs/architecture.md, "The message log"). Memory: about 85–230 bytes per held message with its deadline (the fewer messages per
 // recipient, the more each costs), plus the dedupe memory.
 class LogStore final : public core::MessageStore {
  public:
@@ -84,11 +88,13 @@ class LogStore final : public core::MessageStore {
   const LogRecovery& recovery() const { return recovery_; }
   const std::string& directory() const { return dir_; }
   std::size_t segment_count() const { return segments_.size(); }
+  std::size_t spare_count() const { return spares_.size(); }
 
  private:
   struct Segment {
     int fd = -1;
-    std::uint64_t written = 0;  // bytes in the file
+    std::uint32_t salt = 0;     // of this life of the file (log_format.h)
+    std::uint64_t written = 0;  // bytes of records in the file, from its start
     std::uint64_t submitted = 0;  // bytes written and handed to a sync (a rollback keeps them)
     std::uint64_t synced = 0;     // bytes known to be on disk
     std::uint32_t syncing = 0;    // sync jobs that hold this segment's file descriptor
@@ -155,9 +161,20 @@ class LogStore final : public core::MessageStore {
   LogStore(std::string dir, SyncMode sync, core::StoreLimits limits, LogOptions options);
   Result<void, Error> recover();
   Result<void, Error> replay(std::uint64_t id, Segment& segment, bool newest);
+  // An emptied segment file kept to be written over: its records read as Stale under a higher salt.
+  struct Spare {
+    std::uint64_t id = 0;  // of the segment it was, which names it
+    int fd = -1;
+    std::uint32_t salt = 0;
+  };
   Result<void, Error> start_segment();
+  // The spare's file as segment id, or false (the spare is gone then) if the disk refused.
+  bool reuse_spare(std::uint64_t id, Segment& segment);
+  void adopt_spare(std::uint64_t id);
+  void retire(std::uint64_t id);
   Result<void, Error> write_buffer();
   std::string segment_path(std::uint64_t id) const;
+  std::string spare_path(std::uint64_t id) const;
   std::uint64_t end_offset() const;
 
   void hold(core::ClientId recipient, std::uint64_t sequence, const Entry& entry, std::size_t record_size);
@@ -190,6 +207,9 @@ class LogStore final : public core::MessageStore {
   int dir_fd_ = -1;
   std::map<std::uint64_t, Segment> segments_;
   std::uint64_t active_ = 0;
+  std::uint32_t active_salt_ = 0;
+  std::uint64_t next_segment_id_ = 1;  // above every segment and spare seen, so names never collide
+  std::vector<Spare> spares_;
   std::vector<std::uint8_t> buffer_;  // records for the active segment, not written yet
   bool dirty_ = false;
   bool reclaim_due_ = false;

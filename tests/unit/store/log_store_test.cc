@@ -3,6 +3,7 @@
 // What only the message log has: recovery from what a crash leaves, segment deletion and compaction.
 // The promises every store keeps are in message_store_test.cc.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -13,6 +14,7 @@
 #include <thread>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 
 #include "store/log_format.h"
@@ -28,9 +30,13 @@ using core::AppendStatus;
 
 class TempDir : public testing::TempDir {
  public:
-  std::vector<fs::path> segments() const {
+  std::vector<fs::path> segments() const { return files(".seg"); }
+  std::vector<fs::path> spares() const { return files(".spare"); }
+  std::vector<fs::path> files(std::string_view extension) const {
     std::vector<fs::path> out;
-    for (const auto& e : fs::directory_iterator(path() + "/log")) out.push_back(e.path());
+    for (const auto& e : fs::directory_iterator(path() + "/log")) {
+      if (e.path().extension() == extension) out.push_back(e.path());
+    }
     std::sort(out.begin(), out.end());
     return out;
   }
@@ -55,16 +61,25 @@ LogOptions small_segments(std::size_t bytes = 4096) {
   return options;
 }
 
+// Reopens the log: it finds nothing torn, and the recipient's inbox holds exactly these payloads.
+void expect_reopened_inbox(const TempDir& dir, core::ClientId recipient, const std::vector<std::string>& payloads) {
+  auto store = open_log(dir.path());
+  EXPECT_EQ(store->recovery().torn_bytes, 0u);
+  std::vector<std::string> held;
+  for (const auto& m : store->pending(recipient, 0, 1000)) held.push_back(text(m.payload));
+  EXPECT_EQ(held, payloads);
+}
+
 TEST(LogFormat, RecordsRoundTripAndEveryDamagedByteIsCaught) {
   std::vector<std::uint8_t> out;
   auto payload = bytes("hello");
-  log::encode(log::AppendRecord{7, 9, 3, 0xfedcba9876543210ULL, true, -5, 1234, payload}, out);
+  log::encode(log::AppendRecord{7, 9, 3, 0xfedcba9876543210ULL, true, -5, 1234, payload}, 0, out);
   const std::size_t append_size = out.size();
   EXPECT_EQ(append_size, log::append_record_size(payload.size()));
-  log::encode(log::RemoveRecord{7, 9}, out);
+  log::encode(log::RemoveRecord{7, 9}, 0, out);
   EXPECT_EQ(out.size() - append_size, log::kRemoveRecordSize);
 
-  auto first = log::decode(out);
+  auto first = log::decode(out, 0);
   ASSERT_EQ(first.status, log::DecodeStatus::Ok);
   EXPECT_EQ(first.record.size, append_size);
   const auto& a = first.record.append;
@@ -76,27 +91,69 @@ TEST(LogFormat, RecordsRoundTripAndEveryDamagedByteIsCaught) {
   EXPECT_EQ(a.expires_at_ms, -5);
   EXPECT_EQ(a.accepted_at_ms, 1234);
   EXPECT_EQ(std::string(a.payload.begin(), a.payload.end()), "hello");
-  auto second = log::decode(std::span(out).subspan(append_size));
+  auto second = log::decode(std::span(out).subspan(append_size), 0);
   ASSERT_EQ(second.status, log::DecodeStatus::Ok);
   EXPECT_EQ(second.record.type, log::RecordType::Remove);
   EXPECT_EQ(second.record.remove.sequence, 7u);
 
   for (std::size_t cut = 0; cut < append_size; ++cut) {
-    EXPECT_EQ(log::decode(std::span(out).first(cut)).status, log::DecodeStatus::Truncated) << cut;
+    EXPECT_EQ(log::decode(std::span(out).first(cut), 0).status, log::DecodeStatus::Truncated) << cut;
   }
   for (std::size_t i = 0; i < append_size; ++i) {
     auto damaged = out;
     damaged[i] ^= 0x40;
-    EXPECT_NE(log::decode(damaged).status, log::DecodeStatus::Ok) << "byte " << i;
+    EXPECT_NE(log::decode(damaged, 0).status, log::DecodeStatus::Ok) << "byte " << i;
   }
+}
+
+// A reused segment file still holds records of its earlier lives past the new end. They must never
+// count: under the file's new salt they read as Stale, and the end mark stops the reader before
+// the middle of an old record could look like damage.
+TEST(LogFormat, TheSaltTellsThisLifeOfAFileFromEarlierOnes) {
+  std::vector<std::uint8_t> out;
+  log::encode(log::AppendRecord{7, 9, 3, 11, false, 0, 0, bytes("hello")}, 5, out);
+  EXPECT_EQ(log::decode(out, 5).status, log::DecodeStatus::Ok);
+  EXPECT_EQ(log::decode(out, 6).status, log::DecodeStatus::Stale);
+  EXPECT_EQ(log::decode(out, 1000).status, log::DecodeStatus::Stale);
+  EXPECT_EQ(log::decode(out, 4).status, log::DecodeStatus::Corrupt) << "a later life's record is damage";
+  EXPECT_EQ(log::decode(out, 0).status, log::DecodeStatus::Corrupt);
+
+  log::resalt(out, 5, 9);  // as compaction copies a record into another file
+  EXPECT_EQ(log::decode(out, 9).status, log::DecodeStatus::Ok);
+  EXPECT_EQ(log::decode(out, 9).record.append.sequence, 7u);
+
+  std::vector<std::uint8_t> mark;
+  log::encode_end_mark(5, mark);
+  EXPECT_EQ(mark.size(), log::kEndMarkSize);
+  EXPECT_EQ(log::decode(mark, 5).status, log::DecodeStatus::End);
+  EXPECT_EQ(log::decode(mark, 6).status, log::DecodeStatus::Corrupt) << "an earlier life's mark";
+  const std::vector<std::uint8_t> zeros(64, 0);
+  EXPECT_EQ(log::decode(zeros, 0).status, log::DecodeStatus::Corrupt) << "a zeroed block is no end mark";
+  EXPECT_EQ(log::decode(zeros, 5).status, log::DecodeStatus::Corrupt);
+}
+
+TEST(LogFormat, VersionOneHeadersReadAsSaltZeroAndUnknownVersionsAreRefused) {
+  std::vector<std::uint8_t> header;
+  log::encode_header({42, 0}, header);
+  header[8] = 1;  // what a router of format version 1 wrote
+  auto v1 = log::decode_header(header);
+  ASSERT_TRUE(v1.has_value());
+  EXPECT_EQ(v1->base_sequence, 42u);
+  EXPECT_EQ(v1->salt, 0u);
+  header[12] = 3;
+  EXPECT_FALSE(log::decode_header(header).has_value()) << "version 1 had no salt";
+  header[12] = 0;
+  header[8] = 3;
+  EXPECT_FALSE(log::decode_header(header).has_value()) << "a format from a later build";
 }
 
 // The bytes on disk, spelled out: a data directory written by one build (or host) must read in
 // every other, so the layout may only change with kVersion.
 TEST(LogFormat, TheOnDiskLayoutIsFixedAndLittleEndian) {
   std::vector<std::uint8_t> out;
-  log::encode_header(0x0102030405060708ULL, out);
-  const std::vector<std::uint8_t> header = {'d', 'e', 'b', 'r', 'a', 'l', 'o', 'g', 1, 0, 0, 0, 0, 0, 0, 0,
+  log::encode_header({0x0102030405060708ULL, 0x0a0b0c0d}, out);
+  const std::vector<std::uint8_t> header = {'d',  'e',  'b',  'r',  'a',  'l',  'o',  'g',
+                                            2,    0,    0,    0,    0x0d, 0x0c, 0x0b, 0x0a,  // version, salt
                                             0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01};
   EXPECT_EQ(out, header);
 
@@ -111,19 +168,23 @@ TEST(LogFormat, TheOnDiskLayoutIsFixedAndLittleEndian) {
       0xd2, 0x04, 0, 0, 0, 0, 0, 0,                    // accepted at (1234 ms)
       'h', 'e', 'l', 'l', 'o'};
   const std::vector<std::uint8_t> remove_body = {2, 7, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0};
+  constexpr std::uint32_t kSalt = 0x0a0b0c0d;
   auto framed = [](const std::vector<std::uint8_t>& body) {
-    const std::uint32_t crc = util::crc32c(body);
+    const std::uint32_t crc = util::crc32c(body) ^ kSalt;
     std::vector<std::uint8_t> frame = {static_cast<std::uint8_t>(body.size()), 0, 0, 0};
     for (int i = 0; i < 4; ++i) frame.push_back(static_cast<std::uint8_t>(crc >> (8 * i)));
     frame.insert(frame.end(), body.begin(), body.end());
     return frame;
   };
   out.clear();
-  log::encode(log::AppendRecord{7, 9, 3, 0xfedcba9876543210ULL, true, -5, 1234, bytes("hello")}, out);
+  log::encode(log::AppendRecord{7, 9, 3, 0xfedcba9876543210ULL, true, -5, 1234, bytes("hello")}, kSalt, out);
   EXPECT_EQ(out, framed(append_body));
   out.clear();
-  log::encode(log::RemoveRecord{7, 9}, out);
+  log::encode(log::RemoveRecord{7, 9}, kSalt, out);
   EXPECT_EQ(out, framed(remove_body));
+  out.clear();
+  log::encode_end_mark(kSalt, out);
+  EXPECT_EQ(out, (std::vector<std::uint8_t>{0, 0, 0, 0, 0xf2, 0xf3, 0xf4, 0xf5}));
 }
 
 TEST(LogFormat, ABatchOfRecordsGrowsItsBufferGeometrically) {
@@ -134,7 +195,7 @@ TEST(LogFormat, ABatchOfRecordsGrowsItsBufferGeometrically) {
   std::size_t reallocations = 0;
   std::size_t capacity = out.capacity();
   for (std::uint64_t sequence = 1; sequence <= 20'000; ++sequence) {
-    log::encode(log::AppendRecord{sequence, 9, 3, sequence, false, 0, 0, payload}, out);
+    log::encode(log::AppendRecord{sequence, 9, 3, sequence, false, 0, 0, payload}, 0, out);
     if (out.capacity() != capacity) {
       ++reallocations;
       capacity = out.capacity();
@@ -151,11 +212,15 @@ TEST(LogStore, AnInterruptedWriteIsCutOffAndEverythingCommittedSurvives) {
     for (std::uint64_t i = 1; i <= 3; ++i) store->append(delivery(1, 2, i), bytes("m" + std::to_string(i)), false, 0);
     ASSERT_TRUE(store->commit());
   }
-  // Half a record at the end, as a crash in the middle of a write leaves it.
+  // Half a record where the next write starts (on the end mark), as a crash in the middle of a
+  // write leaves it.
   std::vector<std::uint8_t> record;
-  log::encode(log::AppendRecord{99, 2, 1, 4, false, 0, 0, bytes("never committed")}, record);
+  log::encode(log::AppendRecord{99, 2, 1, 4, false, 0, 0, bytes("never committed")}, 0, record);
+  ASSERT_GT(record.size() / 2, log::kEndMarkSize);
   {
-    std::ofstream out(dir.segments().back(), std::ios::binary | std::ios::app);
+    const auto end = fs::file_size(dir.segments().back());
+    std::fstream out(dir.segments().back(), std::ios::binary | std::ios::in | std::ios::out);
+    out.seekp(static_cast<std::streamoff>(end - log::kEndMarkSize));
     out.write(reinterpret_cast<const char*>(record.data()), static_cast<std::streamsize>(record.size() / 2));
   }
   {
@@ -168,11 +233,7 @@ TEST(LogStore, AnInterruptedWriteIsCutOffAndEverythingCommittedSurvives) {
     EXPECT_EQ(next.status, AppendStatus::Stored);
     ASSERT_TRUE(store->commit());
   }
-  auto store = open_log(dir.path());
-  EXPECT_EQ(store->recovery().torn_bytes, 0u);
-  auto pending = store->pending(2, 0, 10);
-  ASSERT_EQ(pending.size(), 4u);
-  EXPECT_EQ(text(pending[3].payload), "after");
+  expect_reopened_inbox(dir, 2, {"m1", "m2", "m3", "after"});
 }
 
 TEST(LogStore, SegmentsGoOnceEveryMessageInThemIsAcknowledgedAndSequencesStayUnique) {
@@ -193,6 +254,128 @@ TEST(LogStore, SegmentsGoOnceEveryMessageInThemIsAcknowledgedAndSequencesStayUni
   EXPECT_TRUE(store->pending(2, 0, 1000).empty());
   EXPECT_EQ(store->stats().held_messages, 0u);
   EXPECT_GT(store->append(delivery(1, 2, 500), payload, false, 0).sequence, sequences.back());
+}
+
+std::uint64_t inode(const fs::path& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
+}
+
+TEST(LogStore, EmptiedSegmentsAreWrittenOverAndNothingOfTheirEarlierLivesComesBack) {
+  TempDir dir;
+  const std::vector<std::uint8_t> old_payload(200, 'a');
+  const std::vector<std::uint8_t> new_payload(333, 'b');  // records that fall on other offsets
+  std::vector<std::uint64_t> kept;
+  {
+    auto store = open_log(dir.path(), small_segments());
+    std::vector<std::uint64_t> sequences;
+    for (std::uint64_t i = 1; i <= 100; ++i) {
+      sequences.push_back(store->append(delivery(1, 2, i), old_payload, false, 0).sequence);
+    }
+    ASSERT_TRUE(store->commit());
+    for (std::uint64_t s : sequences) ASSERT_TRUE(store->acknowledge(2, s).has_value());
+    ASSERT_TRUE(store->commit());
+    EXPECT_EQ(store->spare_count(), 2u);
+    ASSERT_EQ(dir.spares().size(), 2u);
+    EXPECT_EQ(dir.segments().size(), 1u);
+    std::set<std::uint64_t> spare_files;
+    for (const auto& spare : dir.spares()) spare_files.insert(inode(spare));
+
+    for (std::uint64_t i = 101; i <= 130; ++i) {
+      kept.push_back(store->append(delivery(1, 3, i), new_payload, false, 0).sequence);
+    }
+    ASSERT_TRUE(store->commit());
+    EXPECT_EQ(store->spare_count(), 0u);
+    EXPECT_TRUE(dir.spares().empty());
+    std::size_t reused = 0;
+    for (const auto& segment : dir.segments()) reused += spare_files.count(inode(segment));
+    EXPECT_EQ(reused, 2u) << "the new segments are the spare files, written over";
+  }
+  auto store = open_log(dir.path(), small_segments());
+  EXPECT_EQ(store->recovery().torn_bytes, 0u);
+  EXPECT_EQ(store->recovery().corrupt_segments, 0u) << "the rest of an earlier life read as damage";
+  EXPECT_TRUE(store->pending(2, 0, 1000).empty()) << "a message of an earlier life came back";
+  auto pending = store->pending(3, 0, 1000);
+  ASSERT_EQ(pending.size(), kept.size());
+  for (std::size_t k = 0; k < kept.size(); ++k) {
+    EXPECT_EQ(pending[k].sequence, kept[k]);
+    EXPECT_EQ(pending[k].payload, new_payload);
+  }
+  EXPECT_EQ(store->stats().held_messages, kept.size());
+}
+
+TEST(LogStore, ALogOfFormatVersionOneIsReadAndGoesOnTakingRecords) {
+  TempDir dir;
+  fs::create_directories(dir.path() + "/log");
+  // What a router of format version 1 left: no salt, no end mark.
+  std::vector<std::uint8_t> file;
+  log::encode_header({5, 0}, file);
+  file[8] = 1;
+  log::encode(log::AppendRecord{5, 2, 1, 1, false, 0, 0, bytes("first")}, 0, file);
+  log::encode(log::AppendRecord{6, 2, 1, 2, false, 0, 0, bytes("second")}, 0, file);
+  log::encode(log::RemoveRecord{5, 2}, 0, file);
+  {
+    std::ofstream out(dir.path() + "/log/00000000000000000001.seg", std::ios::binary);
+    out.write(reinterpret_cast<const char*>(file.data()), static_cast<std::streamsize>(file.size()));
+  }
+  std::uint64_t added = 0;
+  {
+    auto store = open_log(dir.path());
+    EXPECT_EQ(store->recovery().records, 3u);
+    auto pending = store->pending(2, 0, 10);
+    ASSERT_EQ(pending.size(), 1u);
+    EXPECT_EQ(text(pending[0].payload), "second");
+    added = store->append(delivery(1, 2, 3), bytes("third"), false, 0).sequence;
+    EXPECT_EQ(added, 7u);
+    ASSERT_TRUE(store->commit());
+  }
+  expect_reopened_inbox(dir, 2, {"second", "third"});
+}
+
+TEST(LogStore, SparesOutliveARestartAndNewSegmentsNeverTakeTheirNames) {
+  TempDir dir;
+  const std::vector<std::uint8_t> payload(200, 'x');
+  {
+    auto store = open_log(dir.path(), small_segments());
+    std::vector<std::uint64_t> sequences;
+    for (std::uint64_t i = 1; i <= 100; ++i) sequences.push_back(store->append(delivery(1, 2, i), payload, false, 0).sequence);
+    ASSERT_TRUE(store->commit());
+    for (std::uint64_t s : sequences) store->acknowledge(2, s);
+    ASSERT_TRUE(store->commit());
+  }
+  ASSERT_EQ(dir.spares().size(), 2u);
+  std::set<std::uint64_t> spare_files;
+  for (const auto& spare : dir.spares()) spare_files.insert(inode(spare));
+  std::vector<std::uint64_t> kept;
+  {
+    auto store = open_log(dir.path(), small_segments());
+    EXPECT_EQ(store->spare_count(), 2u);
+    // More segments than there are spares: two written over, the rest new files.
+    for (std::uint64_t i = 101; i <= 160; ++i) kept.push_back(store->append(delivery(1, 2, i), payload, false, 0).sequence);
+    ASSERT_TRUE(store->commit());
+  }
+  EXPECT_GE(dir.segments().size(), 4u);
+  std::size_t reused = 0;
+  for (const auto& segment : dir.segments()) reused += spare_files.count(inode(segment));
+  EXPECT_EQ(reused, 2u);
+  auto store = open_log(dir.path(), small_segments());
+  EXPECT_EQ(store->recovery().corrupt_segments, 0u);
+  EXPECT_EQ(store->recovery().torn_bytes, 0u);
+  auto pending = store->pending(2, 0, 1000);
+  ASSERT_EQ(pending.size(), kept.size());
+  EXPECT_EQ(pending.front().sequence, kept.front());
+  EXPECT_EQ(pending.back().sequence, kept.back());
+
+  // With no spares allowed, the ones left over are deleted at start-up and emptied segments go.
+  store.reset();
+  LogOptions none = small_segments();
+  none.spare_segments = 0;
+  store = open_log(dir.path(), none);
+  for (const auto& m : store->pending(2, 0, 1000)) store->acknowledge(2, m.sequence);
+  ASSERT_TRUE(store->commit());
+  EXPECT_EQ(store->spare_count(), 0u);
+  EXPECT_TRUE(dir.spares().empty());
+  EXPECT_EQ(dir.segments().size(), 1u);
 }
 
 TEST(LogStore, ABacklogReadInRunsGivesEveryPayloadBackExactly) {
