@@ -95,6 +95,14 @@ ServerOptions::ServerOptions(CLI::App& app) : ttl_s_(static_cast<double>(config_
       ->capture_default_str();
   app.add_option("--message-ttl", ttl_s_, "Seconds a message waits for its recipient before it expires (0: forever)")
       ->capture_default_str();
+  app.add_option("--heap-release-threshold", config_.heap_release_threshold,
+                 "Bytes of free heap memory above which the router gives it back to the kernel, checked every "
+                 "--heap-release-interval (0: never)")
+      ->capture_default_str();
+  app.add_option("--heap-release-interval", heap_release_interval_s_,
+                 "Seconds between checks of the free heap memory")
+      ->capture_default_str()
+      ->check(CLI::Range(0.1, 3600.0));
   app.add_option("--shutdown-timeout-ms", config_.shutdown_timeout_ms,
                  "Longest graceful shutdown on SIGINT/SIGTERM")
       ->capture_default_str();
@@ -161,6 +169,7 @@ Result<ServerConfig, Error> ServerOptions::finish() {
                                                  : StoreKind::None;
   config_.sync = *store::parse_sync_mode(sync_);
   config_.store.ttl_ms = static_cast<std::int64_t>(ttl_s_ * 1000);
+  config_.heap_release_interval_ms = static_cast<std::uint32_t>(heap_release_interval_s_ * 1000);
   config_.quic.transport.idle_timeout = idle_timeout_s_ * quic::kSecond;
   config_.quic.transport.handshake_timeout = handshake_timeout_s_ * quic::kSecond;
   // Fixed by the protocol, not a flag: a client opens its session stream and nothing else (the

@@ -31,6 +31,7 @@ class ServerOptions {
   std::string log_level_ = "info";
   std::uint32_t idle_timeout_s_ = 30;
   std::uint32_t handshake_timeout_s_ = 10;
+  double heap_release_interval_s_ = 10;
   std::string metrics_listen_;
   bool metrics_allow_remote_ = false;
   std::string store_kind_ = "log";

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -69,6 +70,11 @@ struct ServerConfig {
   // threads: event-loop threads (--threads), each with a socket on the listening address; 0: one per
   // CPU the process may run on.
   std::size_t threads = 0;
+  // heap_release_*: every interval, if the allocator holds more free memory than the threshold, it
+  // goes back to the kernel (--heap-release-threshold, --heap-release-interval; docs/architecture.md,
+  // "Memory after a storm"). A threshold of 0: never.
+  std::uint64_t heap_release_threshold = 64 << 20;
+  std::uint32_t heap_release_interval_ms = 10'000;
 };
 
 // The threads a router runs by default: one per CPU this process may run on (its affinity mask), at
@@ -105,6 +111,10 @@ class Server {
   Server(ServerConfig config, quic::TlsServerContext tls, std::unique_ptr<core::MessageStore> store);
   Worker& main_worker() { return *workers_.front(); }
   void schedule_expiry();
+  // Gives the allocator's free memory back to the kernel when it passes the threshold, a step per
+  // loop iteration; repeats itself.
+  void schedule_heap_release();
+  void release_heap_step(std::chrono::steady_clock::time_point started, std::uint64_t released);
   void reload_policy();
   void begin_shutdown();
   // Gathers every thread's figures, then builds the metrics page on worker 0 and hands it to the
@@ -122,6 +132,8 @@ class Server {
   std::vector<std::unique_ptr<Worker>> workers_;
   int signal_fd_ = -1;
   bool shutting_down_ = false;
+  std::uint64_t heap_released_bytes_ = 0;  // on worker 0's thread, as the metrics page is built
+  std::uint64_t heap_releases_ = 0;
   std::unique_ptr<metrics::HttpExporter> metrics_;
 };
 
