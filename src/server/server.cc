@@ -16,10 +16,10 @@
 #include <thread>
 
 #include "auth/token.h"
-#include "server/heap.h"
 #include "policy/policy_file.h"
 #include "metrics/exposition.h"
 #include "metrics/http_exporter.h"
+#include "server/heap.h"
 #include "store/log_store.h"
 #include "store/sqlite_store.h"
 #include "util/log.h"
