@@ -52,8 +52,9 @@ struct LogRecovery {
 // A segment file is deleted (or kept as a spare, to be written over as a later segment) once no
 // message in it is held and no Remove in it still cancels a record of an older segment on disk; a
 // mostly empty old segment has its held messages copied forward so that a few messages for an
-// offline recipient cannot pin it (docs/architecture.md, "The message log"). Memory: about 85–230 bytes per held message with its deadline (the fewer messages per
-// recipient, the more each costs), plus the dedupe memory.
+// offline recipient cannot pin it (docs/architecture.md, "The message log"). Memory: about 85–230
+// bytes per held message with its deadline (the fewer messages per recipient, the more each
+// costs), plus the dedupe memory.
 class LogStore final : public core::MessageStore {
  public:
   static Result<std::unique_ptr<LogStore>, Error> open(const std::string& dir, SyncMode sync,
