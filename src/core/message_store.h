@@ -62,6 +62,9 @@ struct StoreStats {
   std::uint64_t syncs = 0;
   std::uint64_t held_messages = 0;
   std::uint64_t held_bytes = 0;
+  // Disk space the store's files take (allocated blocks): the message log's segments and spares,
+  // SQLite's database and its WAL.
+  std::uint64_t disk_bytes = 0;
 };
 
 // MessageStore: the durable inbox of every recipient. The router writes each accepted message here

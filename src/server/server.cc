@@ -465,6 +465,8 @@ std::string Server::metrics_page(const std::vector<WorkerFigures>& threads) {
     core::StoreStats store = store_->stats();
     page.gauge("debra_store_held_messages", "Messages the store holds", store.held_messages);
     page.gauge("debra_store_held_bytes", "Payload bytes the store holds", store.held_bytes);
+    page.gauge("debra_store_disk_bytes", "Disk space the store's files take (the message log's spares included)",
+               store.disk_bytes);
     page.counter("debra_store_commits_total", "Store transactions committed", store.commits);
     page.counter("debra_store_syncs_total", "fdatasync calls of the message log (0 with --store sqlite)",
                  store.syncs);

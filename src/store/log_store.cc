@@ -128,6 +128,20 @@ std::string LogStore::spare_path(std::uint64_t id) const {
   return dir_ + "/" + name;
 }
 
+namespace {
+std::uint64_t allocated_bytes(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_blocks) * 512 : 0;
+}
+}  // namespace
+
+std::uint64_t LogStore::disk_bytes() const {
+  std::uint64_t bytes = 0;
+  for (const auto& [id, segment] : segments_) bytes += allocated_bytes(segment.fd);
+  for (const Spare& spare : spares_) bytes += allocated_bytes(spare.fd);
+  return bytes;
+}
+
 std::uint64_t LogStore::end_offset() const { return segments_.at(active_).written + buffer_.size(); }
 
 Result<void, Error> LogStore::recover() {

@@ -83,6 +83,7 @@ class LogStore final : public core::MessageStore {
   core::StoreStats stats() const override {
     core::StoreStats stats = stats_;
     stats.syncs = syncs_.load(std::memory_order_relaxed);
+    stats.disk_bytes = disk_bytes();
     return stats;
   }
 
@@ -177,6 +178,7 @@ class LogStore final : public core::MessageStore {
   std::string segment_path(std::uint64_t id) const;
   std::string spare_path(std::uint64_t id) const;
   std::uint64_t end_offset() const;
+  std::uint64_t disk_bytes() const;
 
   void hold(core::ClientId recipient, std::uint64_t sequence, const Entry& entry, std::size_t record_size);
   // The message an entry stands for, without its payload.

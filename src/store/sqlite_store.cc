@@ -2,6 +2,7 @@
 #include "store/sqlite_store.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
@@ -62,7 +63,7 @@ Result<std::unique_ptr<SqliteStore>, Error> SqliteStore::open(const std::string&
     sqlite3_close(db);
     return make_error("opening " + path + ": " + message);
   }
-  std::unique_ptr<SqliteStore> store(new SqliteStore(db, sync, limits));
+  std::unique_ptr<SqliteStore> store(new SqliteStore(db, path, sync, limits));
   std::string pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=";
   pragmas += sync == SyncMode::Off ? "OFF;" : "FULL;";
   // Checkpoints stay automatic; a busy wait is never needed, since only this process opens the file.
@@ -79,8 +80,8 @@ Result<std::unique_ptr<SqliteStore>, Error> SqliteStore::open(const std::string&
   return store;
 }
 
-SqliteStore::SqliteStore(sqlite3* db, SyncMode sync, core::StoreLimits limits)
-    : db_(db), sync_(sync), limits_(limits) {}
+SqliteStore::SqliteStore(sqlite3* db, std::string path, SyncMode sync, core::StoreLimits limits)
+    : db_(db), path_(std::move(path)), sync_(sync), limits_(limits) {}
 
 SqliteStore::~SqliteStore() {
   if (in_transaction_) {
@@ -334,6 +335,13 @@ Result<void, Error> SqliteStore::commit() {
   return make_error(std::move(message));
 }
 
-core::StoreStats SqliteStore::stats() const { return stats_; }
+core::StoreStats SqliteStore::stats() const {
+  core::StoreStats stats = stats_;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    struct stat st {};
+    if (::stat((path_ + suffix).c_str(), &st) == 0) stats.disk_bytes += static_cast<std::uint64_t>(st.st_blocks) * 512;
+  }
+  return stats;
+}
 
 }  // namespace debra::store

@@ -38,7 +38,7 @@ class SqliteStore final : public core::MessageStore {
     std::uint64_t bytes = 0;
   };
 
-  SqliteStore(sqlite3* db, SyncMode sync, core::StoreLimits limits);
+  SqliteStore(sqlite3* db, std::string path, SyncMode sync, core::StoreLimits limits);
   Result<void, Error> prepare();
   void load_counts();
   bool begin();
@@ -46,6 +46,7 @@ class SqliteStore final : public core::MessageStore {
   void forget(core::ClientId recipient, std::uint64_t bytes);
 
   sqlite3* db_;
+  std::string path_;  // DIR/messages.db
   SyncMode sync_;
   core::StoreLimits limits_;
   bool in_transaction_ = false;

@@ -58,6 +58,7 @@ TEST(MetricsIntegration, FollowTheRoutersState) {
   // The message log (the default store) made the messages durable before it delivered them.
   EXPECT_GT(busy.value("debra_store_commits_total"), 0);
   EXPECT_GT(busy.value("debra_store_syncs_total"), 0);
+  EXPECT_GT(busy.value("debra_store_disk_bytes"), 0);
 
   // A protocol violation is counted, and its connection leaves the gauges.
   auto raw = RawClient::connect(raw_options(server));

@@ -261,6 +261,11 @@ std::uint64_t inode(const fs::path& path) {
   return ::stat(path.c_str(), &st) == 0 ? st.st_ino : 0;
 }
 
+std::uint64_t allocated(const fs::path& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_blocks) * 512 : 0;
+}
+
 TEST(LogStore, EmptiedSegmentsAreWrittenOverAndNothingOfTheirEarlierLivesComesBack) {
   TempDir dir;
   const std::vector<std::uint8_t> old_payload(200, 'a');
@@ -278,6 +283,9 @@ TEST(LogStore, EmptiedSegmentsAreWrittenOverAndNothingOfTheirEarlierLivesComesBa
     EXPECT_EQ(store->spare_count(), 2u);
     ASSERT_EQ(dir.spares().size(), 2u);
     EXPECT_EQ(dir.segments().size(), 1u);
+    std::uint64_t on_disk = 0;
+    for (const auto& e : fs::directory_iterator(dir.path() + "/log")) on_disk += allocated(e.path());
+    EXPECT_EQ(store->stats().disk_bytes, on_disk) << "the spares' space is counted";
     std::set<std::uint64_t> spare_files;
     for (const auto& spare : dir.spares()) spare_files.insert(inode(spare));
 

@@ -59,6 +59,17 @@ TEST_P(MessageStoreTest, PendingIsInArrivalOrderPerRecipient) {
   EXPECT_EQ(store->pending(9, 0, 2).size(), 2u);
 }
 
+TEST_P(MessageStoreTest, ReportsTheDiskSpaceItsFilesTake) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  const std::vector<std::uint8_t> payload(1024, 'x');
+  for (std::uint64_t i = 1; i <= 256; ++i) store->append(delivery(1, 2, i), payload, false, 0);
+  ASSERT_TRUE(store->commit());
+  // 256 KiB of payloads, in whatever the store wraps them in.
+  EXPECT_GE(store->stats().disk_bytes, 256u * 1024) << GetParam();
+  EXPECT_LT(store->stats().disk_bytes, 64u * 1024 * 1024) << GetParam();
+}
+
 TEST_P(MessageStoreTest, CommittedMessagesSurviveReopenAndSequencesAreNotReused) {
   TempDir dir;
   std::uint64_t last = 0;
