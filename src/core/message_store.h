@@ -63,7 +63,7 @@ struct StoreStats {
   std::uint64_t held_messages = 0;
   std::uint64_t held_bytes = 0;
   // Disk space the store's files take (allocated blocks): the message log's segments and spares,
-  // SQLite's database and its WAL.
+  // SQLite's database, WAL and shared-memory file.
   std::uint64_t disk_bytes = 0;
 };
 

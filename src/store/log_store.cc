@@ -50,6 +50,12 @@ bool read_at(int fd, std::uint8_t* data, std::size_t size, std::uint64_t offset)
   return true;
 }
 
+// Disk space a file takes: its allocated blocks, which a reused segment's stale tail counts in.
+std::uint64_t allocated_bytes(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_blocks) * 512 : 0;
+}
+
 std::int64_t wall_clock_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -127,13 +133,6 @@ std::string LogStore::spare_path(std::uint64_t id) const {
   std::snprintf(name, sizeof name, "%020" PRIu64 ".spare", id);
   return dir_ + "/" + name;
 }
-
-namespace {
-std::uint64_t allocated_bytes(int fd) {
-  struct stat st {};
-  return ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_blocks) * 512 : 0;
-}
-}  // namespace
 
 std::uint64_t LogStore::disk_bytes() const {
   std::uint64_t bytes = 0;
