@@ -271,28 +271,30 @@ void Server::schedule_expiry() {
 void Server::schedule_heap_release() {
   net::EventLoop& loop = main_worker().loop();
   loop.add_timer(loop.now() + config_.heap_release_interval_ms * quic::kMillisecond, [this] {
-    if (heap_free().bytes > config_.heap_release_threshold) {
-      release_heap_step(std::chrono::steady_clock::now(), 0);
+    if (const std::uint64_t free = heap_free().bytes; free > config_.heap_release_threshold) {
+      release_heap_step(std::chrono::steady_clock::now(), free, 0);
     } else {
       schedule_heap_release();
     }
   });
 }
 
-void Server::release_heap_step(std::chrono::steady_clock::time_point started, std::uint64_t released) {
+void Server::release_heap_step(std::chrono::steady_clock::time_point started, std::uint64_t free,
+                               std::uint64_t released) {
   // tcmalloc holds its page heap's lock while it hands pages back (about 0.5 ms per MiB on the AMD
   // VM): a gigabyte at once stalled this loop, and any thread that needed a new span, for 0.5 s.
   // In steps, the loop reads its sockets in between.
   constexpr std::uint64_t kStep = 4 << 20;
-  const HeapFree before = heap_free();
   release_free_heap(kStep);
   const HeapFree after = heap_free();
-  const std::uint64_t step = before.bytes - std::min(before.bytes, after.bytes);
+  const std::uint64_t step = free - std::min(free, after.bytes);
   released += step;
   heap_released_bytes_ += step;
   if (step > 0 && after.bytes > 0 && after.allocator == "tcmalloc") {
     net::EventLoop& loop = main_worker().loop();
-    loop.add_timer(loop.now(), [this, started, released] { release_heap_step(started, released); });
+    loop.add_timer(loop.now(), [this, started, free = after.bytes, released] {
+      release_heap_step(started, free, released);
+    });
     return;
   }
   ++heap_releases_;

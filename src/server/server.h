@@ -114,7 +114,8 @@ class Server {
   // Gives the allocator's free memory back to the kernel when it passes the threshold, a step per
   // loop iteration; repeats itself.
   void schedule_heap_release();
-  void release_heap_step(std::chrono::steady_clock::time_point started, std::uint64_t released);
+  // free: what the allocator held free before this step; released: what the steps before gave back.
+  void release_heap_step(std::chrono::steady_clock::time_point started, std::uint64_t free, std::uint64_t released);
   void reload_policy();
   void begin_shutdown();
   // Gathers every thread's figures, then builds the metrics page on worker 0 and hands it to the

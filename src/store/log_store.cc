@@ -269,8 +269,7 @@ Result<void, Error> LogStore::replay(std::uint64_t id, Segment& segment, bool ne
 }
 
 Result<void, Error> LogStore::start_segment() {
-  const std::uint64_t id = std::max(next_segment_id_, segments_.empty() ? 1 : segments_.rbegin()->first + 1);
-  next_segment_id_ = id + 1;
+  const std::uint64_t id = next_segment_id_++;
   Segment fresh;
   while (!spares_.empty()) {
     if (reuse_spare(id, fresh)) {
