@@ -112,6 +112,11 @@ struct Callbacks {
 
   static int handshake_completed(ngtcp2_conn*, void* user_data) { return self(user_data)->on_handshake_completed(); }
 
+  static int recv_crypto_data(ngtcp2_conn*, ngtcp2_crypto_level level, std::uint64_t offset, const std::uint8_t* data,
+                              std::size_t length, void* user_data) {
+    return self(user_data)->on_crypto_data(level, offset, {data, length});
+  }
+
   static int recv_stateless_reset(ngtcp2_conn*, const ngtcp2_pkt_stateless_reset*, void* user_data) {
     self(user_data)->stateless_reset_ = true;
     return 0;
@@ -126,7 +131,7 @@ struct Callbacks {
       cb.recv_retry = ngtcp2_crypto_recv_retry_cb;
       cb.recv_stateless_reset = recv_stateless_reset;
     }
-    cb.recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb;
+    cb.recv_crypto_data = recv_crypto_data;
     cb.encrypt = ngtcp2_crypto_encrypt_cb;
     cb.decrypt = ngtcp2_crypto_decrypt_cb;
     cb.hp_mask = ngtcp2_crypto_hp_mask_cb;
@@ -369,6 +374,27 @@ int Connection::on_handshake_completed() {
   return 0;
 }
 
+int Connection::on_crypto_data(ngtcp2_crypto_level level, std::uint64_t offset, std::span<const std::uint8_t> data) {
+  if (session_ == nullptr) {
+    // A server's handshake is done and its session gone. A client sends no TLS message after its
+    // Finished (RFC 9001 §4.1.3: no KeyUpdate, no post-handshake authentication), so whatever this
+    // is, it is the error a TLS stack would report.
+    ngtcp2_conn_set_tls_alert(conn_, GNUTLS_A_UNEXPECTED_MESSAGE);
+    return NGTCP2_ERR_CRYPTO;
+  }
+  return ngtcp2_crypto_recv_crypto_data_cb(conn_, level, offset, data.data(), data.size(), this);
+}
+
+void Connection::release_tls_session() {
+  // What ngtcp2 uses after the handshake, key updates included, is its own copy of the secrets and
+  // the packet-protection contexts it derived; only the CRYPTO-data callback and the handshake's
+  // key installation reach for the session (read off libngtcp2_crypto_gnutls's calls).
+  ngtcp2_conn_set_tls_native_handle(conn_, nullptr);
+  gnutls_deinit(session_);
+  session_ = nullptr;
+  transport_.on_tls_session_released(*this);
+}
+
 void Connection::on_datagram(const ngtcp2_path& path, std::span<const std::uint8_t> data, Timestamp now) {
   if (state_ == State::Closing) {
     // Answer a peer that keeps sending with our CONNECTION_CLOSE, at an exponentially falling rate
@@ -381,6 +407,8 @@ void Connection::on_datagram(const ngtcp2_path& path, std::span<const std::uint8
   ngtcp2_pkt_info info{};
   int rv = ngtcp2_conn_read_pkt(conn_, &path, &info, data.data(), data.size(), now);
   if (rv == 0) {
+    // Not from inside the handshake callback: GnuTLS is still on the stack there.
+    if (handshake_completed_ && session_ != nullptr && ngtcp2_conn_is_server(conn_)) release_tls_session();
     transport_.schedule_flush(*this);
     return;
   }
@@ -395,7 +423,8 @@ void Connection::on_datagram(const ngtcp2_path& path, std::span<const std::uint8
       return;
     case NGTCP2_ERR_CRYPTO:
       ngtcp2_connection_close_error_set_transport_error_tls_alert(&error, ngtcp2_conn_get_tls_alert(conn_), nullptr, 0);
-      reason = tls_failure_reason(session_, ngtcp2_conn_get_tls_alert(conn_));
+      reason = session_ != nullptr ? tls_failure_reason(session_, ngtcp2_conn_get_tls_alert(conn_))
+                                   : "the client sent a TLS message after the handshake";
       break;
     default:
       ngtcp2_connection_close_error_set_transport_error_liberr(&error, rv, nullptr, 0);

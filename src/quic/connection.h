@@ -100,7 +100,9 @@ struct TransportSettings {
 class Transport;
 
 // Connection: one ngtcp2 connection plus its GnuTLS session and per-stream send buffers. Owned by
-// an endpoint; used on the loop thread only.
+// an endpoint; used on the loop thread only. A server connection lets go of its TLS session once
+// the handshake is done (docs/architecture.md, *Decisions and why*): from then on ngtcp2 needs only
+// the packet keys it derived, and a client may send no more TLS messages (RFC 9001 §4.1.3).
 class Connection {
  public:
   enum class State { Open, Draining, Closing, Dead };
@@ -117,6 +119,9 @@ class Connection {
   // Server side, once the handshake completed: the client's certificate, if it presented one, and
   // whether it verified (TlsServerContext with client CAs).
   const PeerCertificate& peer_certificate() const { return peer_certificate_; }
+  // Whether the connection still holds its TLS session: a client always, a server until the
+  // handshake is done.
+  bool holds_tls_session() const { return session_ != nullptr; }
   const net::Address& remote_address() const { return remote_; }
   State state() const { return state_; }
 
@@ -192,6 +197,8 @@ class Connection {
   int on_acked(StreamId id, std::uint64_t offset, std::uint64_t length);
   int on_stream_closed(StreamId id, std::uint64_t app_error_code);
   int on_handshake_completed();
+  int on_crypto_data(ngtcp2_crypto_level level, std::uint64_t offset, std::span<const std::uint8_t> data);
+  void release_tls_session();
 
   Transport& transport_;
   TransportSettings settings_;
@@ -242,6 +249,8 @@ class Transport {
   virtual void stateless_reset_token(std::uint8_t* token, const ngtcp2_cid& cid) = 0;
   // The connection finished its handshake.
   virtual void on_handshake_completed(Connection& /*connection*/) {}
+  // The connection freed its TLS session, its handshake being done.
+  virtual void on_tls_session_released(Connection& /*connection*/) {}
   // The connection died; the endpoint destroys it once the current call stack has unwound.
   virtual void on_connection_dead(Connection& connection) = 0;
 };

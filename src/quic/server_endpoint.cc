@@ -51,6 +51,7 @@ EndpointStats& EndpointStats::operator+=(const EndpointStats& other) {
   retries_sent += other.retries_sent;
   invalid_tokens += other.invalid_tokens;
   abandoned_before_retry += other.abandoned_before_retry;
+  tls_sessions_released += other.tls_sessions_released;
   stateless_resets_sent += other.stateless_resets_sent;
   version_negotiations_sent += other.version_negotiations_sent;
   received_datagrams += other.received_datagrams;

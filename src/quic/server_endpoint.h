@@ -55,6 +55,8 @@ struct EndpointStats {
   // Half-made connections of clients that retransmitted their first Initial before our Retry reached
   // them, closed when the client came back with the Retry token.
   std::uint64_t abandoned_before_retry = 0;
+  // Connections that freed their TLS session once their handshake was done (Connection).
+  std::uint64_t tls_sessions_released = 0;
   std::uint64_t stateless_resets_sent = 0;
   std::uint64_t version_negotiations_sent = 0;
   std::uint64_t received_datagrams = 0;
@@ -111,6 +113,7 @@ class ServerEndpoint final : public Transport {
   void new_connection_id(std::uint8_t* data, std::size_t length) override;
   void on_connection_dead(Connection& connection) override;
   void on_handshake_completed(Connection& connection) override;
+  void on_tls_session_released(Connection&) override { ++stats_.tls_sessions_released; }
 
  private:
   // CidKey: a connection ID as a hashable value without allocation.

@@ -431,6 +431,8 @@ std::string Server::metrics_page(const std::vector<WorkerFigures>& threads) {
   page.counter("debra_abandoned_before_retry_total",
                "Half-made connections closed when their client came back with a Retry token",
                quic.abandoned_before_retry);
+  page.counter("debra_tls_sessions_released_total",
+               "Connections that freed their TLS session once their handshake was done", quic.tls_sessions_released);
   page.counter("debra_stateless_resets_sent_total", "Stateless resets sent for packets of unknown connections",
                quic.stateless_resets_sent);
   page.counter("debra_version_negotiations_sent_total", "Version Negotiation packets sent",

@@ -3,6 +3,8 @@
 
 #include <ngtcp2/ngtcp2.h>
 
+#include <future>
+
 namespace debra::testing {
 namespace {
 
@@ -193,6 +195,25 @@ bool RawClient::retried() const {
 RawClient::StreamLimits RawClient::stream_limits() const {
   std::lock_guard lock(mutex_);
   return stream_limits_;
+}
+
+std::optional<int> RawClient::drive_ngtcp2(std::function<int(ngtcp2_conn*, net::Timestamp)> call,
+                                           std::chrono::milliseconds timeout) {
+  auto result = std::make_shared<std::promise<std::optional<int>>>();
+  std::future<std::optional<int>> answer = result->get_future();
+  loop_.post([this, call = std::move(call), result] {
+    quic::Connection* connection = endpoint_ != nullptr ? endpoint_->connection() : nullptr;
+    if (connection == nullptr || connection->state() != quic::Connection::State::Open) {
+      result->set_value(std::nullopt);
+      return;
+    }
+    net::Timestamp now = loop_.now();
+    int rv = call(connection->native(), now);
+    connection->flush(now);
+    result->set_value(rv);
+  });
+  if (answer.wait_for(timeout) != std::future_status::ready) return std::nullopt;
+  return answer.get();
 }
 
 bool RawClient::second_stream_refused() const {

@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -90,6 +91,12 @@ class RawClient final : public quic::ConnectionHandler {
   };
   StreamLimits stream_limits() const;
   bool second_stream_refused() const;
+
+  // Runs call on the loop thread with the QUIC connection and the loop's time, sends what it queued,
+  // and returns what it returned: for what libdebra never asks of ngtcp2 (a key update, CRYPTO data
+  // after the handshake). nullopt if the connection is gone or the loop did not answer in time.
+  std::optional<int> drive_ngtcp2(std::function<int(ngtcp2_conn*, net::Timestamp)> call,
+                                  std::chrono::milliseconds timeout = 10s);
 
   std::string alpn() const;
   // Whether the router made this connection validate its address with a Retry (the server's
