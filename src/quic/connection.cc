@@ -377,7 +377,7 @@ int Connection::on_handshake_completed() {
 int Connection::on_crypto_data(ngtcp2_crypto_level level, std::uint64_t offset, std::span<const std::uint8_t> data) {
   if (session_ == nullptr) {
     // A server's handshake is done and its session gone. A client sends no TLS message after its
-    // Finished (RFC 9001 §4.1.3: no KeyUpdate, no post-handshake authentication), so whatever this
+    // Finished (RFC 9001 §6: no KeyUpdate; §4.4: no post-handshake authentication), so whatever this
     // is, it is the error a TLS stack would report.
     ngtcp2_conn_set_tls_alert(conn_, GNUTLS_A_UNEXPECTED_MESSAGE);
     return NGTCP2_ERR_CRYPTO;

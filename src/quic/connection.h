@@ -102,7 +102,7 @@ class Transport;
 // Connection: one ngtcp2 connection plus its GnuTLS session and per-stream send buffers. Owned by
 // an endpoint; used on the loop thread only. A server connection lets go of its TLS session once
 // the handshake is done (docs/architecture.md, *Decisions and why*): from then on ngtcp2 needs only
-// the packet keys it derived, and a client may send no more TLS messages (RFC 9001 §4.1.3).
+// the packet keys it derived, and a client may send no more TLS messages (RFC 9001 §4.4, §6).
 class Connection {
  public:
   enum class State { Open, Draining, Closing, Dead };
@@ -119,9 +119,6 @@ class Connection {
   // Server side, once the handshake completed: the client's certificate, if it presented one, and
   // whether it verified (TlsServerContext with client CAs).
   const PeerCertificate& peer_certificate() const { return peer_certificate_; }
-  // Whether the connection still holds its TLS session: a client always, a server until the
-  // handshake is done.
-  bool holds_tls_session() const { return session_ != nullptr; }
   const net::Address& remote_address() const { return remote_; }
   State state() const { return state_; }
 
