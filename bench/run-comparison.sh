@@ -29,7 +29,8 @@
 #       native-nostore:  debra native with --store none (forwarding only, the original semantics)
 #       native-sqlite:   debra native with --store sqlite (the first store)
 #       nats:            nats-server 2.9 with TLS, through debra-nats-load
-#   IDLE_CONNECTIONS [10000]  idle registered connections for the memory figure (0: skip)
+#   IDLE_CONNECTIONS [10000]  idle registered connections for the memory and handshake figures, RUNS
+#                           times (0: skip)
 #   HALF_PEAK [1]           measure p99 at 50 % of debra native's 64 B peak (0: skip)
 #   THREADS [2]             client event-loop threads of both load tools
 #   DEBRA_PORT [14433]  NATS_PORT [14222]   RESULTS_DIR [bench/results]   SKIP_BUILD [0]
@@ -114,6 +115,10 @@ start_debra() {
   exit 1
 }
 
+# The median of a list of numbers, for every jq program below.
+jq_median='def median: sort | if length == 0 then 0 elif length % 2 == 1 then .[length/2|floor]
+                     else (.[length/2 - 1] + .[length/2]) / 2 end;'
+
 clk_tck=$(getconf CLK_TCK)
 # cpu_seconds PID: the user + system CPU time the process has used so far (0 if it is gone).
 cpu_seconds() { awk -v t="$clk_tck" '{ printf "%.3f", ($14 + $15) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -186,9 +191,7 @@ done
 [[ -f "$nats_dir/nats-server.pid" ]] && bench/nats/run-nats-server.sh --stop --dir "$nats_dir"
 
 # Medians per label, size and pairs.
-jq -rs '
-  def median: sort | if length == 0 then 0 elif length % 2 == 1 then .[length/2|floor]
-                     else (.[length/2 - 1] + .[length/2]) / 2 end;
+jq -rs "$jq_median"'
   # server_us_per_msg: the server CPU of a whole run (warm-up, window and drain) over the messages
   # of the whole run, estimated as msgs/s x (warm-up + duration): an approximation.
   ["label","size","pairs","runs","msgs_per_s","mib_per_s","p50_us","p99_us","p999_us","lost","reordered",
@@ -221,9 +224,7 @@ if [[ "$HALF_PEAK" == 1 && " $LABELS " == *" native "* ]]; then
         cat "$work/err" >&2
       fi
     done
-    extra=$(jq -s --argjson peak "$peak_rate" --argjson half "$half" --argjson pairs "$peak_pairs" '
-      def median: sort | if length == 0 then 0 elif length % 2 == 1 then .[length/2|floor]
-                         else (.[length/2 - 1] + .[length/2]) / 2 end;
+    extra=$(jq -s --argjson peak "$peak_rate" --argjson half "$half" --argjson pairs "$peak_pairs" "$jq_median"'
       map(select(.label == "native-half-peak")) |
       {half_peak: {peak_msgs_per_s: $peak, rate: $half, pairs: $pairs, runs: length,
                    msgs_per_s: (map(.result.msgs_per_s) | median), p50_us: (map(.result.p50_us) | median),
@@ -237,18 +238,30 @@ if [[ "$IDLE_CONNECTIONS" -gt 0 ]]; then
   if [[ "$(ulimit -n)" != unlimited && "$(ulimit -n)" -lt "$need" ]]; then
     ulimit -n "$need" 2>/dev/null || { echo "run-comparison.sh: ulimit -n is $(ulimit -n), $need needed" >&2; exit 1; }
   fi
-  start_debra
-  sleep 0.5
-  line="$("$bin/debra" bench connections --server "127.0.0.1:$DEBRA_PORT" --ca "$debra_ca" --count "$IDLE_CONNECTIONS" \
-          --server-pid "$debra_pid" --hold 2 --threads "$THREADS" --json 2>"$work/err")" || true
-  if jq -e . >/dev/null 2>&1 <<< "$line"; then
-    record "connections" 1 "" "$line"
-    extra=$(jq -c --argjson c "$line" '. + {connections: $c}' <<< "$extra")
-    log "$(jq -r '"\(.connected) idle connections: \(.handshakes_per_s|floor) handshakes/s, \(.rss_per_connection_kib) KiB RSS each"' <<< "$line")"
-  else
-    cat "$work/err" >&2
-  fi
-  stop_debra
+  # RUNS runs, a fresh router each, medians: one run's handshake rate moved by a third with what the
+  # machine had just done (1,965 and 2,296/s at the end of two script runs, 2,900–3,110/s by hand).
+  for run in $(seq "$RUNS"); do
+    start_debra
+    sleep 0.5
+    line="$("$bin/debra" bench connections --server "127.0.0.1:$DEBRA_PORT" --ca "$debra_ca" --count "$IDLE_CONNECTIONS" \
+            --server-pid "$debra_pid" --hold 2 --threads "$THREADS" --json 2>"$work/err")" || true
+    if jq -e . >/dev/null 2>&1 <<< "$line"; then
+      record "connections" "$run" "" "$line"
+      log "$(jq -r '"\(.connected) idle connections: \(.handshakes_per_s|floor) handshakes/s, \(.rss_per_connection_kib) KiB RSS each"' <<< "$line")"
+    else
+      cat "$work/err" >&2
+    fi
+    stop_debra
+  done
+  connections=$(jq -s -c "$jq_median"'
+      map(select(.label == "connections") | .result) |
+      if length == 0 then empty else
+        {count: .[0].count, runs: length, connected: (map(.connected) | min),
+         handshakes_per_s: (map(.handshakes_per_s) | median), handshakes_per_s_runs: map(.handshakes_per_s),
+         server_rss_before_kib: (map(.server_rss_before_kib) | median),
+         server_rss_after_kib: (map(.server_rss_after_kib) | median),
+         rss_per_connection_kib: (map(.rss_per_connection_kib) | median)} end' "$raw")
+  [[ -n "$connections" ]] && extra=$(jq -c --argjson c "$connections" '. + {connections: $c}' <<< "$extra")
 fi
 echo "$extra" | jq . > "$RESULTS_DIR/extra.json"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$RESULTS_DIR/conditions.txt"
@@ -293,7 +306,7 @@ table_rows() {
   table_rows 'printf "%.2f | %.2f", $12, $14' '— | —'
   echo
   jq -r 'if .half_peak then "- p99 at 50 % of peak: debra native, 64 B x \(.half_peak.pairs) pairs paced at \(.half_peak.rate) msgs/s (peak \(.half_peak.peak_msgs_per_s)): p50 \(.half_peak.p50_us|round) µs, p99 \(.half_peak.p99_us|round) µs, p99.9 \(.half_peak.p999_us|round) µs" else empty end' "$RESULTS_DIR/extra.json"
-  jq -r 'if .connections then "- idle connections: \(.connections.connected) of \(.connections.count) registered, \(.connections.handshakes_per_s) handshakes/s, server RSS \(.connections.server_rss_before_kib) -> \(.connections.server_rss_after_kib) KiB = \(.connections.rss_per_connection_kib) KiB per connection" else empty end' "$RESULTS_DIR/extra.json"
+  jq -r 'if .connections then "- idle connections (medians of \(.connections.runs) runs): \(.connections.connected) of \(.connections.count) registered (the fewest of any run), \(.connections.handshakes_per_s) handshakes/s (runs: \(.connections.handshakes_per_s_runs | map(floor | tostring) | join(", "))), server RSS \(.connections.server_rss_before_kib) -> \(.connections.server_rss_after_kib) KiB = \(.connections.rss_per_connection_kib) KiB per connection" else empty end' "$RESULTS_DIR/extra.json"
 } > "$RESULTS_DIR/summary.md"
 
 # The plot: one column per size; msgs/s (top) and p99 (bottom) against pairs, one line per label.
