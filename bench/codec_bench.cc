@@ -60,6 +60,20 @@ void BM_EncodeClientToClient(benchmark::State& state) {
 }
 BENCHMARK(BM_EncodeClientToClient)->Apply(payload_sizes);
 
+// The same frame as a view into the encoder, as `debra bench` writes it to its stream: no Frame.
+void BM_ViewClientToClient(benchmark::State& state) {
+  const auto payload = make_payload(static_cast<std::size_t>(state.range(0)));
+  std::uint64_t message_id = 1;
+  for (auto _ : state) {
+    const debra::wire::FrameView frame = debra::wire::view_client_to_client(7, 9, message_id++, payload);
+    benchmark::DoNotOptimize(frame.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * state.range(0));
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_ViewClientToClient)->Apply(payload_sizes);
+
 // Verify + decode of one ClientToClient body (the router's ingress, the client's receive).
 void BM_Decode(benchmark::State& state) {
   const auto payload = make_payload(static_cast<std::size_t>(state.range(0)));

@@ -428,9 +428,8 @@ void Worker::send(Pair& pair, std::uint64_t count) {
   const bool measured = load_->window.contains(send_ns);
   for (std::uint64_t k = 0; k < count; ++k) {
     bench::write_header(pair.payload, {send_ns, pair.next_seq});
-    const auto frame = wire::encode_client_to_client(pair.sender_id, pair.receiver_id,
-                                                     native ? pair.next_message_id++ : 0, pair.payload);
-    pair.sender->session().write(*c, frame);
+    pair.sender->session().write(*c, wire::view_client_to_client(pair.sender_id, pair.receiver_id,
+                                                                  native ? pair.next_message_id++ : 0, pair.payload));
     ++pair.next_seq;
     if (measured) ++pair.sent_measured;
   }

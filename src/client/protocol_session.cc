@@ -53,7 +53,7 @@ std::optional<std::string> ProtocolSession::on_stream_data(quic::StreamId id, st
 
 void ProtocolSession::acknowledge(quic::Connection& connection, std::uint64_t sequence) const {
   if (protocol_ != Protocol::Native || sequence == 0) return;
-  connection.write(stream_, wire::encode_ack(sequence));
+  connection.write(stream_, wire::view_ack(sequence));
 }
 
 }  // namespace debra::client

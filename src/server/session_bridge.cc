@@ -408,7 +408,7 @@ void Session::handle_ack(const wire::Message& message) {
 }
 
 void Session::reply(std::uint64_t message_id, wire::DeliveryStatus status, ErrorCode code, std::string_view reason) {
-  connection_.write(stream_, wire::encode_reply(message_id, status, code, reason));
+  connection_.write(stream_, wire::view_reply(message_id, status, code, reason));
 }
 
 void Session::fail(ErrorCode code, std::string reason) {

@@ -30,36 +30,32 @@ constexpr std::size_t kBuilderRetainLimit = 256 * 1024;
 // that once carried a 4 MiB frame does not hold 4 MiB for the rest of its life.
 constexpr std::size_t kReaderRetainLimit = 256 * 1024;
 
+// The thread's builder, emptied for the next frame. The previous frame (a FrameView may point at it)
+// is gone from here on.
 flatbuffers::FlatBufferBuilder& builder() {
   thread_local flatbuffers::FlatBufferBuilder fbb(1024);
-  fbb.Clear();
+  if (fbb.GetSize() > kBuilderRetainLimit) {
+    fbb.Reset();
+  } else {
+    fbb.Clear();
+  }
   return fbb;
 }
 
-// Finishes the message in fbb and copies it, behind its length prefix, into the room that
-// make_room(size) returns.
-template <typename MakeRoom>
-void finish_into(flatbuffers::FlatBufferBuilder& fbb, flatbuffers::Offset<Debra::Message> root, MakeRoom make_room) {
+// Finishes the message in fbb and puts the length prefix in front of it, in the builder itself
+// (FlatBuffers builds from the back, so the prefix is one more push): the whole frame is then one
+// range of the builder's memory.
+FrameView finish_view(flatbuffers::FlatBufferBuilder& fbb, flatbuffers::Offset<Debra::Message> root) {
   fbb.Finish(root);  // no file identifier: the original debra clients neither send nor expect one
-  const std::size_t size = fbb.GetSize();
-  std::uint8_t* out = make_room(kLengthPrefixSize + size);
-  write_length_prefix(out, size);
-  std::memcpy(out + kLengthPrefixSize, fbb.GetBufferPointer(), size);
-  if (size > kBuilderRetainLimit) fbb.Reset();
+  std::uint8_t prefix[kLengthPrefixSize];
+  write_length_prefix(prefix, fbb.GetSize());
+  fbb.PushBytes(prefix, sizeof prefix);
+  return {fbb.GetBufferPointer(), fbb.GetSize()};
 }
 
 Frame finish(flatbuffers::FlatBufferBuilder& fbb, flatbuffers::Offset<Debra::Message> root) {
-  fbb.Finish(root);
-  const std::size_t size = fbb.GetSize();
-  // Filled by insert, not resize and memcpy: resize would zero the whole frame first, a 16 KiB
-  // memset per message in the load tool.
-  Frame frame;
-  frame.reserve(kLengthPrefixSize + size);
-  frame.resize(kLengthPrefixSize);
-  write_length_prefix(frame.data(), size);
-  frame.insert(frame.end(), fbb.GetBufferPointer(), fbb.GetBufferPointer() + size);
-  if (size > kBuilderRetainLimit) fbb.Reset();
-  return frame;
+  const FrameView frame = finish_view(fbb, root);
+  return Frame(frame.begin(), frame.end());
 }
 
 // A ClientToClient message, legacy layout. The original debra reads message_type, client_id,
@@ -209,32 +205,39 @@ Frame encode_registration(std::int32_t client_id, std::string_view token) {
   return finish(fbb, mb.Finish());
 }
 
+FrameView view_client_to_client(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
+                                std::span<const std::uint8_t> payload, bool receipt) {
+  auto& fbb = builder();
+  return finish_view(fbb, build_client_message(fbb, client_id, for_client, message_id, payload, 0, receipt));
+}
+
 Frame encode_client_to_client(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
                               std::span<const std::uint8_t> payload, bool receipt) {
-  auto& fbb = builder();
-  return finish(fbb, build_client_message(fbb, client_id, for_client, message_id, payload, 0, receipt));
+  const FrameView frame = view_client_to_client(client_id, for_client, message_id, payload, receipt);
+  return Frame(frame.begin(), frame.end());
 }
 
 SharedFrame encode_delivery(std::int32_t sender, std::int32_t recipient, std::uint64_t message_id,
                             std::span<const std::uint8_t> payload, std::uint64_t sequence) {
   auto& fbb = builder();
-  std::shared_ptr<std::uint8_t[]> bytes;
-  std::size_t size = 0;
-  finish_into(fbb, build_client_message(fbb, sender, recipient, message_id, payload, sequence, false),
-              [&](std::size_t room) {
-                bytes = std::make_shared_for_overwrite<std::uint8_t[]>(room);  // one allocation, no zeroing
-                size = room;
-                return bytes.get();
-              });
-  return SharedFrame(std::move(bytes), size);
+  const FrameView frame =
+      finish_view(fbb, build_client_message(fbb, sender, recipient, message_id, payload, sequence, false));
+  auto bytes = std::make_shared_for_overwrite<std::uint8_t[]>(frame.size());  // one allocation, no zeroing
+  std::memcpy(bytes.get(), frame.data(), frame.size());
+  return SharedFrame(std::move(bytes), frame.size());
 }
 
-Frame encode_ack(std::uint64_t sequence) {
+FrameView view_ack(std::uint64_t sequence) {
   auto& fbb = builder();
   Debra::MessageBuilder mb(fbb);
   mb.add_sequence(sequence);
   mb.add_message_type(MessageType::Ack);
-  return finish(fbb, mb.Finish());
+  return finish_view(fbb, mb.Finish());
+}
+
+Frame encode_ack(std::uint64_t sequence) {
+  const FrameView frame = view_ack(sequence);
+  return Frame(frame.begin(), frame.end());
 }
 
 Frame encode_receipt(std::uint64_t message_id, std::int32_t recipient, DeliveryStatus status) {
@@ -258,8 +261,7 @@ Frame encode_welcome(std::int32_t client_id, std::uint32_t max_frame_size, std::
   return finish(fbb, mb.Finish());
 }
 
-Frame encode_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code,
-                   std::string_view reason) {
+FrameView view_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code, std::string_view reason) {
   auto& fbb = builder();
   const auto reason_offset = optional_string(fbb, reason);
   Debra::MessageBuilder mb(fbb);
@@ -268,7 +270,13 @@ Frame encode_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode er
   mb.add_error_code(error_code);
   mb.add_status(status);
   mb.add_message_type(MessageType::Reply);
-  return finish(fbb, mb.Finish());
+  return finish_view(fbb, mb.Finish());
+}
+
+Frame encode_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code,
+                   std::string_view reason) {
+  const FrameView frame = view_reply(message_id, status, error_code, reason);
+  return Frame(frame.begin(), frame.end());
 }
 
 Frame encode_error(ErrorCode code, std::string_view reason) {

@@ -46,6 +46,11 @@ std::string_view to_string(MessageType type);
 // Frame: one encoded frame, length prefix included, ready to be written to a stream.
 using Frame = std::vector<std::uint8_t>;
 
+// FrameView: an encoded frame, length prefix included, inside the calling thread's encoder: valid
+// until that thread encodes its next frame. For the per-message frames of a caller that copies them
+// straight on (into a stream's send buffer): a Frame would cost it an allocation and a copy more.
+using FrameView = std::span<const std::uint8_t>;
+
 // SharedFrame: a delivery's frame, encoded once and then only read by every queue that holds it
 // (its commit batch, a mailbox, the recipient's stream). One allocation holds the bytes and the
 // reference count: the forwarding path pays one malloc per message for it, not two.
@@ -133,6 +138,12 @@ SharedFrame encode_delivery(std::int32_t sender, std::int32_t recipient, std::ui
                             std::span<const std::uint8_t> payload, std::uint64_t sequence = 0);
 // A recipient's acknowledgement of the delivery with this sequence.
 Frame encode_ack(std::uint64_t sequence);
+
+// The same frames as encode_client_to_client, encode_ack and encode_reply, as views (FrameView).
+FrameView view_client_to_client(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
+                                std::span<const std::uint8_t> payload, bool receipt = false);
+FrameView view_ack(std::uint64_t sequence);
+FrameView view_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code, std::string_view reason);
 // The router's receipt to a sender: status Delivered or Expired; for_client is the recipient.
 Frame encode_receipt(std::uint64_t message_id, std::int32_t recipient, DeliveryStatus status);
 Frame encode_welcome(std::int32_t client_id, std::uint32_t max_frame_size, std::uint32_t delivery_lanes);

@@ -152,6 +152,26 @@ TEST(Codec, ClientToClientRoundTrip) {
   EXPECT_LE(m.payload.data() + m.payload.size(), frame.data() + frame.size());
 }
 
+TEST(Codec, AViewIsTheEncodedFrameUntilTheThreadsNextEncode) {
+  const Bytes payload = bytes("view me");
+  const Frame sent = encode_client_to_client(3, 4, 77, payload, true);
+  const FrameView view = view_client_to_client(3, 4, 77, payload, true);
+  EXPECT_EQ(to_bytes(view), to_bytes(sent));
+  const Frame acked = encode_ack(5021);
+  EXPECT_EQ(to_bytes(view_ack(5021)), to_bytes(acked));
+  const Frame replied = encode_reply(9, DeliveryStatus::Rejected, ErrorCode::QuotaExceeded, "inbox full");
+  EXPECT_EQ(to_bytes(view_reply(9, DeliveryStatus::Rejected, ErrorCode::QuotaExceeded, "inbox full")),
+            to_bytes(replied));
+  // After a frame too large for the encoder to keep its memory, the next one is still whole.
+  const Bytes big(300 * 1024, 0xAB);
+  const Frame large = to_bytes(view_client_to_client(1, 2, 3, big));
+  EXPECT_EQ(decode_frame(large).payload.size(), big.size());
+  const Frame next = to_bytes(view_reply(11, DeliveryStatus::Accepted, ErrorCode::NoError, {}));
+  const Message after = decode_frame(next);
+  EXPECT_EQ(after.type, MessageType::Reply);
+  EXPECT_EQ(after.message_id, 11u);
+}
+
 TEST(Codec, ClientToClientWithoutMessageIdLeavesNativeFieldAbsent) {
   const Frame frame = encode_client_to_client(3, 4, 0, bytes("x"));
   EXPECT_FALSE(legacy_view(frame)->CheckField(Debra::Message::VT_MESSAGE_ID));
