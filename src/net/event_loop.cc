@@ -80,6 +80,15 @@ void EventLoop::cancel_timer(TimerId id) {
   timer_callbacks_.erase(it);
 }
 
+bool EventLoop::move_timer(TimerId id, Timestamp deadline) {
+  auto it = timer_callbacks_.find(id);
+  if (it == timer_callbacks_.end()) return false;
+  auto node = timers_.extract(it->second.first);
+  node.key() = deadline;
+  it->second.first = timers_.insert(std::move(node));
+  return true;
+}
+
 std::uint64_t EventLoop::add_before_sleep(Callback hook) {
   before_sleep_.emplace_back(next_hook_id_, std::move(hook));
   return next_hook_id_++;

@@ -39,6 +39,10 @@ class EventLoop {
   TimerId add_timer(Timestamp deadline, Callback callback);
   // Cancels a pending timer; a no-op for an id that already fired or was cancelled.
   void cancel_timer(TimerId id);
+  // Moves a pending timer to a new deadline, keeping its id and callback, without allocating (a
+  // QUIC connection moves its timer after nearly every packet). False, and nothing done, for an id
+  // that already fired or was cancelled.
+  bool move_timer(TimerId id, Timestamp deadline);
 
   // Runs hook before every wait, after all ready events were handled. Returns an id for
   // remove_before_sleep.

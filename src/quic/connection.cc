@@ -570,10 +570,13 @@ void Connection::update_timer() {
   if (pending_close_) deadline = std::min(deadline, pending_close_deadline_);
   if (deadline == timer_deadline_ && timer_ != 0) return;
   auto& loop = transport_.loop();
-  if (timer_ != 0) loop.cancel_timer(timer_);
-  timer_ = 0;
   timer_deadline_ = deadline;
-  if (deadline == UINT64_MAX) return;
+  if (deadline == UINT64_MAX) {
+    if (timer_ != 0) loop.cancel_timer(timer_);
+    timer_ = 0;
+    return;
+  }
+  if (timer_ != 0 && loop.move_timer(timer_, deadline)) return;
   timer_ = loop.add_timer(deadline, [this] {
     timer_ = 0;
     handle_expiry(transport_.loop().now());

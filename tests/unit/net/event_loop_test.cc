@@ -123,5 +123,32 @@ TEST(EventLoop, TimersFireInDeadlineOrderNotBeforeTheirDeadlineAndCancelledOnesN
   for (Timestamp l : late) EXPECT_LT(l, 1'000'000'000ULL);
 }
 
+TEST(EventLoop, AMovedTimerFiresOnceAtItsNewDeadlineAndAFiredOneCannotBeMoved) {
+  EventLoop loop;
+  std::vector<int> fired;
+  const Timestamp start = monotonic_now();
+  auto early = loop.add_timer(start + 1'000'000, [&] { fired.push_back(1); });
+  auto later = loop.add_timer(start + 2'000'000, [&] { fired.push_back(2); });
+  auto gone = loop.add_timer(start, [&] { fired.push_back(0); });
+  // Later past the other, and the other earlier than it was: they swap places.
+  EXPECT_TRUE(loop.move_timer(early, start + 3'000'000));
+  EXPECT_TRUE(loop.move_timer(later, start + 500'000));
+  loop.cancel_timer(gone);
+  EXPECT_FALSE(loop.move_timer(gone, start + 100'000));
+  Timestamp stopped_at = 0;
+  loop.add_timer(start + 4'000'000, [&] {
+    stopped_at = monotonic_now();
+    loop.stop();
+  });
+  loop.run();
+  EXPECT_EQ(fired, (std::vector<int>{2, 1}));
+  EXPECT_GE(stopped_at, start + 4'000'000);
+  // Both fired: neither id can be moved again, and moving them does not bring them back.
+  EXPECT_FALSE(loop.move_timer(early, start));
+  EXPECT_FALSE(loop.move_timer(later, start));
+  run_iterations(loop, 2);
+  EXPECT_EQ(fired, (std::vector<int>{2, 1}));
+}
+
 }  // namespace
 }  // namespace debra::net
