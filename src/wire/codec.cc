@@ -23,7 +23,8 @@ constexpr std::size_t kMinBufferSize =
     sizeof(flatbuffers::uoffset_t) + sizeof(flatbuffers::soffset_t) + 2 * sizeof(flatbuffers::voffset_t);
 
 // The thread's builder keeps its capacity between frames; after a frame larger than this it is
-// released so that one big message does not pin megabytes per thread for good.
+// released when the thread starts its next frame (not before: a FrameView may still point at it), so
+// that one big message does not pin megabytes per thread for good.
 constexpr std::size_t kBuilderRetainLimit = 256 * 1024;
 
 // A FrameReader whose consumed bytes are all gone keeps at most this much capacity, so a stream
