@@ -9,7 +9,7 @@
 #
 # It builds BUILD_DIR as Release (debra, debra-server, debra-nats-load), starts nats-server with TLS
 # (bench/nats/run-nats-server.sh) and a fresh debra-server with its default flags (but for the
-# per-address connection limit and the per-id rate limits, see start_debra) for every cell,
+# per-address connection limit and the per-id rate limits, see start_debra) for every run,
 # and writes into RESULTS_DIR:
 #   raw.jsonl        every run: {"label","run","server_args","result":{the tool's JSON line}}
 #   summary.tsv      medians per label, size and pairs
@@ -130,9 +130,10 @@ record() {
       "result": .}' <<< "$4" >> "$raw"
 }
 
-# run_cell LABEL SIZE PAIRS: RUNS runs of one tool on one shape.
-run_cell() {
-  local label="$1" size="$2" pairs="$3" server_args="" line
+# run_once LABEL SIZE PAIRS RUN: one run of one tool on one shape, against a fresh debra-server for
+# the debra labels (nats-server runs throughout).
+run_once() {
+  local label="$1" size="$2" pairs="$3" run="$4" server_args="" line
   local shape=(--pairs "$pairs" --size "$size" --window "$WINDOW" --duration "$DURATION" --warmup "$WARMUP"
                --threads "$THREADS" --json)
   case "$label" in
@@ -147,24 +148,22 @@ run_cell() {
   fi
   local server_pid="$debra_pid" timed=(/usr/bin/time -f '%U %S' -o "$work/time")
   [[ "$label" == nats ]] && server_pid="$NATS_PID"
-  for run in $(seq "$RUNS"); do
-    local cpu_before cpu_after
-    cpu_before=$(cpu_seconds "$server_pid")
-    case "$label" in
-      nats) line="$("${timed[@]}" "$bin/debra-nats-load" --url "tls://127.0.0.1:$NATS_PORT" --ca "$nats_dir/ca.pem" "${shape[@]}" 2>"$work/err")" || true ;;
-      legacy) line="$("${timed[@]}" "$bin/debra" bench --server "127.0.0.1:$DEBRA_PORT" --ca "$debra_ca" --mode legacy "${shape[@]}" 2>"$work/err")" || true ;;
-      *) line="$("${timed[@]}" "$bin/debra" bench --server "127.0.0.1:$DEBRA_PORT" --ca "$debra_ca" --mode native "${shape[@]}" 2>"$work/err")" || true ;;
-    esac
-    cpu_after=$(cpu_seconds "$server_pid")
-    if [[ -z "$line" ]] || ! jq -e . >/dev/null 2>&1 <<< "$line"; then
-      echo "run-comparison.sh: $label ${size} B x $pairs run $run produced no report:" >&2
-      cat "$work/err" >&2
-      continue
-    fi
-    record "$label" "$run" "$server_args" "$line" "$(awk -v a="$cpu_after" -v b="$cpu_before" 'BEGIN { printf "%.3f", a - b }')" \
-      "$(awk '{ printf "%.3f", $1 + $2 }' "$work/time" 2>/dev/null || echo 0)"
-    log "$(jq -r --arg l "$label" '"\($l) \(.size) B x \(.pairs): \(.msgs_per_s|floor) msgs/s, p99 \(.p99_us) us, lost \(.lost)"' <<< "$line")"
-  done
+  local cpu_before cpu_after
+  cpu_before=$(cpu_seconds "$server_pid")
+  case "$label" in
+    nats) line="$("${timed[@]}" "$bin/debra-nats-load" --url "tls://127.0.0.1:$NATS_PORT" --ca "$nats_dir/ca.pem" "${shape[@]}" 2>"$work/err")" || true ;;
+    legacy) line="$("${timed[@]}" "$bin/debra" bench --server "127.0.0.1:$DEBRA_PORT" --ca "$debra_ca" --mode legacy "${shape[@]}" 2>"$work/err")" || true ;;
+    *) line="$("${timed[@]}" "$bin/debra" bench --server "127.0.0.1:$DEBRA_PORT" --ca "$debra_ca" --mode native "${shape[@]}" 2>"$work/err")" || true ;;
+  esac
+  cpu_after=$(cpu_seconds "$server_pid")
+  if [[ -z "$line" ]] || ! jq -e . >/dev/null 2>&1 <<< "$line"; then
+    echo "run-comparison.sh: $label ${size} B x $pairs run $run produced no report:" >&2
+    cat "$work/err" >&2
+    return 0
+  fi
+  record "$label" "$run" "$server_args" "$line" "$(awk -v a="$cpu_after" -v b="$cpu_before" 'BEGIN { printf "%.3f", a - b }')" \
+    "$(awk '{ printf "%.3f", $1 + $2 }' "$work/time" 2>/dev/null || echo 0)"
+  log "$(jq -r --arg l "$label" '"\($l) \(.size) B x \(.pairs): \(.msgs_per_s|floor) msgs/s, p99 \(.p99_us) us, lost \(.lost)"' <<< "$line")"
 }
 
 {
@@ -183,9 +182,14 @@ if [[ " $LABELS " == *" nats "* ]]; then
   eval "$(bench/nats/run-nats-server.sh --background --port "$NATS_PORT" --dir "$nats_dir")"
 fi
 
+# Within a shape the tools take turns, run by run: the VM's speed drifts over minutes (NATS moved 16 %
+# more at 64 B x 64 pairs in one run than in another an hour before), and a tool whose runs all came
+# in one stretch would carry that stretch's drift into the ratio.
 for size in $SIZES; do
   for pairs in $PAIRS; do
-    for label in $LABELS; do run_cell "$label" "$size" "$pairs"; done
+    for run in $(seq "$RUNS"); do
+      for label in $LABELS; do run_once "$label" "$size" "$pairs" "$run"; done
+    done
   done
 done
 [[ -f "$nats_dir/nats-server.pid" ]] && bench/nats/run-nats-server.sh --stop --dir "$nats_dir"
