@@ -154,9 +154,17 @@ TEST(Codec, ClientToClientRoundTrip) {
 
 TEST(Codec, AViewIsTheEncodedFrameUntilTheThreadsNextEncode) {
   const Bytes payload = bytes("view me");
-  const Frame sent = encode_client_to_client(3, 4, 77, payload, true);
-  const FrameView view = view_client_to_client(3, 4, 77, payload, true);
-  EXPECT_EQ(to_bytes(view), to_bytes(sent));
+  const Frame viewed = to_bytes(view_client_to_client(3, 4, 77, payload, true));
+  // A whole frame: its own length prefix, then a body that decodes.
+  ASSERT_EQ(read_length_prefix(viewed.data()), viewed.size() - kLengthPrefixSize);
+  const Message m = decode_frame(viewed);
+  EXPECT_EQ(m.type, MessageType::ClientToClient);
+  EXPECT_EQ(m.client_id, 3);
+  EXPECT_EQ(m.for_client, 4);
+  EXPECT_EQ(m.message_id, 77u);
+  EXPECT_TRUE(m.receipt);
+  EXPECT_EQ(to_bytes(m.payload), payload);
+  EXPECT_EQ(viewed, encode_client_to_client(3, 4, 77, payload, true));
   const Frame acked = encode_ack(5021);
   EXPECT_EQ(to_bytes(view_ack(5021)), to_bytes(acked));
   const Frame replied = encode_reply(9, DeliveryStatus::Rejected, ErrorCode::QuotaExceeded, "inbox full");
