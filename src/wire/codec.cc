@@ -104,6 +104,23 @@ std::string_view text_of(const flatbuffers::String* str) {
   return {raw + sizeof(flatbuffers::uoffset_t), size};
 }
 
+template <typename T>
+U64List u64s_of(const flatbuffers::Vector<T>* vec) {
+  static_assert(sizeof(T) == sizeof(std::uint64_t));
+  if (vec == nullptr) return {};
+  const auto* raw = reinterpret_cast<const std::uint8_t*>(vec);
+  const auto size = flatbuffers::ReadScalar<flatbuffers::uoffset_t>(raw);
+  return {raw + sizeof(flatbuffers::uoffset_t), size};
+}
+
+// The vector is written before the table, as FlatBuffers requires; the first entry goes in the
+// scalar field the single-entry frame uses, so a frame of one is the single frame's layout plus nothing.
+flatbuffers::Offset<flatbuffers::Vector<std::uint64_t>> rest_of(flatbuffers::FlatBufferBuilder& fbb,
+                                                                std::span<const std::uint64_t> values) {
+  if (values.size() <= 1) return 0;
+  return fbb.CreateVector(values.data() + 1, values.size() - 1);
+}
+
 std::string_view name_or_unknown(const char* name) {
   // The generated EnumName* functions return "" for values outside the enum.
   if (name == nullptr || *name == '\0') return "unknown";
@@ -111,6 +128,10 @@ std::string_view name_or_unknown(const char* name) {
 }
 
 }  // namespace
+
+std::uint64_t U64List::operator[](std::size_t i) const {
+  return flatbuffers::ReadScalar<std::uint64_t>(elements_ + i * sizeof(std::uint64_t));
+}
 
 std::string_view to_string(ErrorCode code) { return name_or_unknown(Debra::EnumNameErrorCode(code)); }
 
@@ -158,6 +179,9 @@ Result<Message, ProtocolFault> decode(std::span<const std::uint8_t> body) {
   msg.sequence = root->sequence();
   msg.receipt = root->receipt();
   msg.token = text_of(root->token());
+  msg.features = static_cast<std::uint64_t>(root->features());
+  msg.sequences = u64s_of(root->sequences());
+  msg.message_ids = u64s_of(root->message_ids());
   return msg;
 }
 
@@ -196,10 +220,11 @@ Result<std::optional<std::span<const std::uint8_t>>, ProtocolFault> FrameReader:
   return std::optional<std::span<const std::uint8_t>>{std::span<const std::uint8_t>(body, length)};
 }
 
-Frame encode_registration(std::int32_t client_id, std::string_view token) {
+Frame encode_registration(std::int32_t client_id, std::string_view token, std::uint64_t features) {
   auto& fbb = builder();
   const auto token_offset = optional_string(fbb, token);
   Debra::MessageBuilder mb(fbb);
+  mb.add_features(static_cast<Feature>(features));
   mb.add_token(token_offset);
   mb.add_client_id(client_id);
   mb.add_message_type(MessageType::ClientRegistration);  // the default: absent, as the original sends it
@@ -228,11 +253,26 @@ SharedFrame encode_delivery(std::int32_t sender, std::int32_t recipient, std::ui
   return SharedFrame(std::move(bytes), frame.size());
 }
 
-FrameView view_ack(std::uint64_t sequence) {
+FrameView view_ack(std::uint64_t sequence) { return view_acks(std::span<const std::uint64_t>(&sequence, 1)); }
+
+FrameView view_acks(std::span<const std::uint64_t> sequences) {
   auto& fbb = builder();
+  const auto rest = rest_of(fbb, sequences);
   Debra::MessageBuilder mb(fbb);
-  mb.add_sequence(sequence);
+  mb.add_sequence(sequences.empty() ? 0 : sequences.front());
+  mb.add_sequences(rest);
   mb.add_message_type(MessageType::Ack);
+  return finish_view(fbb, mb.Finish());
+}
+
+FrameView view_accepted(std::span<const std::uint64_t> message_ids) {
+  auto& fbb = builder();
+  const auto rest = rest_of(fbb, message_ids);
+  Debra::MessageBuilder mb(fbb);
+  mb.add_message_id(message_ids.empty() ? 0 : message_ids.front());
+  mb.add_message_ids(rest);
+  mb.add_status(DeliveryStatus::Accepted);
+  mb.add_message_type(MessageType::Reply);
   return finish_view(fbb, mb.Finish());
 }
 
@@ -251,9 +291,11 @@ Frame encode_receipt(std::uint64_t message_id, std::int32_t recipient, DeliveryS
   return finish(fbb, mb.Finish());
 }
 
-Frame encode_welcome(std::int32_t client_id, std::uint32_t max_frame_size, std::uint32_t delivery_lanes) {
+Frame encode_welcome(std::int32_t client_id, std::uint32_t max_frame_size, std::uint32_t delivery_lanes,
+                     std::uint64_t features) {
   auto& fbb = builder();
   Debra::MessageBuilder mb(fbb);
+  mb.add_features(static_cast<Feature>(features));
   mb.add_client_id(client_id);
   mb.add_protocol_version(kProtocolVersion);
   mb.add_max_frame_size(max_frame_size);

@@ -22,6 +22,13 @@ namespace debra::wire {
 using MessageType = Debra::MessageType;
 using DeliveryStatus = Debra::Status;
 using ErrorCode = Debra::ErrorCode;
+using Feature = Debra::Feature;
+
+// The optional features a peer announced (ClientRegistration.features, Welcome.features): bits of
+// Feature, unknown ones included, so a peer newer than this code loses nothing in passing.
+inline bool has_feature(std::uint64_t features, Feature feature) {
+  return (features & static_cast<std::uint64_t>(feature)) != 0;
+}
 
 inline constexpr std::size_t kLengthPrefixSize = 8;
 inline constexpr std::uint32_t kProtocolVersion = 1;
@@ -73,6 +80,21 @@ class SharedFrame {
   std::size_t size_ = 0;
 };
 
+// U64List: a FlatBuffers vector of ulong inside a decoded frame body (Ack.sequences,
+// Reply.message_ids), read in place; valid as long as the body is.
+class U64List {
+ public:
+  U64List() = default;
+  U64List(const std::uint8_t* elements, std::size_t size) : elements_(elements), size_(size) {}
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  std::uint64_t operator[](std::size_t i) const;
+
+ private:
+  const std::uint8_t* elements_ = nullptr;
+  std::size_t size_ = 0;
+};
+
 // Message: a decoded Debra.Message. Spans and views point into the frame body given to decode() and
 // are valid only as long as it is. Absent fields read as their schema defaults (0, empty).
 struct Message {
@@ -90,6 +112,9 @@ struct Message {
   std::uint64_t sequence = 0;
   bool receipt = false;
   std::string_view token;  // ClientRegistration: the authentication token; empty when absent
+  std::uint64_t features = 0;  // ClientRegistration, Welcome: the announced Feature bits
+  U64List sequences;           // Ack: deliveries taken besides sequence (BatchedAcks)
+  U64List message_ids;         // Reply: messages with the same outcome after message_id (BatchedReplies)
 };
 
 // Verifies body as a Debra.Message FlatBuffer and decodes it. Fails with ProtocolError for anything
@@ -125,8 +150,9 @@ class FrameReader {
 
 // Encoders. Each returns a whole frame (prefix + body).
 // token: the authentication token for client_id (routers run with --auth token). Empty: the field is
-// left out, so the frame is byte for byte the original debra's registration.
-Frame encode_registration(std::int32_t client_id, std::string_view token = {});
+// left out, so the frame is byte for byte the original debra's registration. features: the Feature
+// bits the client announces (native only); 0 leaves the field out.
+Frame encode_registration(std::int32_t client_id, std::string_view token = {}, std::uint64_t features = 0);
 // A message from a client to the router. Legacy clients leave message_id 0.
 // receipt asks the router for a Receipt once the recipient acknowledges the message (native).
 Frame encode_client_to_client(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
@@ -143,10 +169,16 @@ Frame encode_ack(std::uint64_t sequence);
 FrameView view_client_to_client(std::int32_t client_id, std::int32_t for_client, std::uint64_t message_id,
                                 std::span<const std::uint8_t> payload, bool receipt = false);
 FrameView view_ack(std::uint64_t sequence);
+// BatchedAcks: one Ack for every delivery in sequences (not empty).
+FrameView view_acks(std::span<const std::uint64_t> sequences);
+// BatchedReplies: one Reply that answers Accepted to every message in message_ids (not empty), in
+// their order.
+FrameView view_accepted(std::span<const std::uint64_t> message_ids);
 FrameView view_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code, std::string_view reason);
 // The router's receipt to a sender: status Delivered or Expired; for_client is the recipient.
 Frame encode_receipt(std::uint64_t message_id, std::int32_t recipient, DeliveryStatus status);
-Frame encode_welcome(std::int32_t client_id, std::uint32_t max_frame_size, std::uint32_t delivery_lanes);
+Frame encode_welcome(std::int32_t client_id, std::uint32_t max_frame_size, std::uint32_t delivery_lanes,
+                     std::uint64_t features = 0);
 Frame encode_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code,
                    std::string_view reason);
 Frame encode_error(ErrorCode code, std::string_view reason);

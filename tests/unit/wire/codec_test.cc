@@ -97,6 +97,8 @@ std::vector<Frame> sample_frames() {
       copy_of(encode_delivery(42, 7, 1234567890123ULL, payload)),
       encode_welcome(42, kDefaultMaxFrameSize, 4),
       encode_reply(5, DeliveryStatus::Rejected, ErrorCode::RecipientBusy, "queue full"),
+      to_bytes(view_acks(std::vector<std::uint64_t>{1, 2, 3})),
+      to_bytes(view_accepted(std::vector<std::uint64_t>{4, 5})),
       encode_error(ErrorCode::SessionTakenOver, "another connection registered 42"),
   };
 }
@@ -136,6 +138,60 @@ TEST(Codec, RegistrationWithEmptyTokenIsTheLegacyFrame) {
   // An empty token must leave the field out entirely: the frame stays the original's, byte for byte.
   EXPECT_EQ(encode_registration(7, ""), encode_registration(7));
   EXPECT_NE(encode_registration(7, "t"), encode_registration(7));
+}
+
+TEST(Codec, RegistrationAndWelcomeCarryTheAnnouncedFeatures) {
+  const std::uint64_t both = static_cast<std::uint64_t>(Feature::BatchedAcks) |
+                             static_cast<std::uint64_t>(Feature::BatchedReplies);
+  const Frame registration = encode_registration(7, "", both | (1ULL << 40));  // and a bit from the future
+  const Message r = decode_frame(registration);
+  EXPECT_EQ(r.type, MessageType::ClientRegistration);
+  EXPECT_EQ(r.client_id, 7);
+  EXPECT_EQ(r.features, both | (1ULL << 40));
+  EXPECT_TRUE(has_feature(r.features, Feature::BatchedAcks));
+  EXPECT_TRUE(has_feature(r.features, Feature::BatchedReplies));
+  // None announced: the field is left out, so the frame is the original's, byte for byte.
+  EXPECT_EQ(encode_registration(7, "", 0), encode_registration(7));
+  const Frame plain = encode_registration(7);
+  EXPECT_EQ(decode_frame(plain).features, 0u);
+
+  const Frame welcome = encode_welcome(8, 65536, 3, static_cast<std::uint64_t>(Feature::BatchedAcks));
+  const Message w = decode_frame(welcome);
+  EXPECT_EQ(w.type, MessageType::Welcome);
+  EXPECT_TRUE(has_feature(w.features, Feature::BatchedAcks));
+  EXPECT_FALSE(has_feature(w.features, Feature::BatchedReplies));
+}
+
+TEST(Codec, BatchedAckNamesEverySequenceAndABatchOfOneIsTheSingleAck) {
+  const std::vector<std::uint64_t> sequences{5021, 7, 0xFFFF'FFFF'FFFF'FFFFULL, 5022};
+  const Frame frame = to_bytes(view_acks(sequences));
+  const Message m = decode_frame(frame);
+  EXPECT_EQ(m.type, MessageType::Ack);
+  std::vector<std::uint64_t> named{m.sequence};
+  for (std::size_t i = 0; i < m.sequences.size(); ++i) named.push_back(m.sequences[i]);
+  EXPECT_EQ(named, sequences);
+  // A batch of one has no vector: it is the single Ack an older router reads.
+  const Frame single = to_bytes(view_acks(std::vector<std::uint64_t>{5021}));
+  EXPECT_FALSE(legacy_view(single)->CheckField(Debra::Message::VT_SEQUENCES));
+  EXPECT_EQ(decode_frame(single).sequence, 5021u);
+  EXPECT_TRUE(decode_frame(single).sequences.empty());
+}
+
+TEST(Codec, BatchedAcceptedReplyNamesEveryMessageAndABatchOfOneIsTheSingleReply) {
+  std::vector<std::uint64_t> ids;
+  for (std::uint64_t k = 0; k < 1024; ++k) ids.push_back((k * 0x9E37'79B9'7F4A'7C15ULL) | 1);
+  const Frame frame = to_bytes(view_accepted(ids));
+  const Message m = decode_frame(frame);
+  EXPECT_EQ(m.type, MessageType::Reply);
+  EXPECT_EQ(m.status, DeliveryStatus::Accepted);
+  EXPECT_EQ(m.error_code, ErrorCode::NoError);
+  ASSERT_EQ(m.message_ids.size(), ids.size() - 1);
+  std::vector<std::uint64_t> named{m.message_id};
+  for (std::size_t i = 0; i < m.message_ids.size(); ++i) named.push_back(m.message_ids[i]);
+  EXPECT_EQ(named, ids);
+  EXPECT_LE(frame.size(), kLengthPrefixSize + 8 * ids.size() + kMaxEnvelopeOverhead);
+  EXPECT_EQ(to_bytes(view_accepted(std::vector<std::uint64_t>{33})),
+            to_bytes(view_reply(33, DeliveryStatus::Accepted, ErrorCode::NoError, {})));
 }
 
 TEST(Codec, ClientToClientRoundTrip) {
@@ -458,6 +514,21 @@ TEST(Decode, DoesNotDependOnBodyAddressAlignment) {
   EXPECT_EQ(m->client_id, 9);
   EXPECT_EQ(m->message_id, 11u);
   EXPECT_EQ(to_bytes(m->payload), bytes("misaligned"));
+}
+
+TEST(Decode, ReadsBatchedIdsWhateverTheBodyAddressAlignment) {
+  const std::vector<std::uint64_t> sequences{1, 2, 0x0102'0304'0506'0708ULL};
+  const Frame frame = to_bytes(view_acks(sequences));
+  const auto body = body_of(frame);
+  for (std::size_t shift = 1; shift < 8; ++shift) {
+    Bytes shifted(body.size() + shift);
+    std::copy(body.begin(), body.end(), shifted.begin() + static_cast<std::ptrdiff_t>(shift));
+    auto m = decode(std::span<const std::uint8_t>(shifted).subspan(shift));
+    ASSERT_TRUE(m.has_value()) << m.error().reason;
+    ASSERT_EQ(m->sequences.size(), 2u);
+    EXPECT_EQ(m->sequences[0], 2u);
+    EXPECT_EQ(m->sequences[1], 0x0102'0304'0506'0708ULL);
+  }
 }
 
 TEST(FrameReader, ByteByByte) {
