@@ -132,10 +132,16 @@ struct Client final : server::SessionOwner {
   // loop sleeps.
   void on_input(server::Session&) override { has_input = true; }
   void on_finished(server::Session&) override { finished = true; }
+  void on_replies(server::Session&) override { has_replies = true; }
   void handle_input() {
     if (!has_input) return;
     has_input = false;
     session.handle_input();
+  }
+  void write_replies() {
+    if (!has_replies) return;
+    has_replies = false;
+    session.write_replies();
   }
 
   void feed(std::span<const std::uint8_t> bytes, bool fin) {
@@ -180,6 +186,7 @@ struct Client final : server::SessionOwner {
   bool finished = false;
   bool closed = false;
   bool has_input = false;
+  bool has_replies = false;
   server::Session session;
 };
 
@@ -244,6 +251,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     for (Client* c : clients) c->handle_input();
     router.flush();
+    for (Client* c : clients) c->write_replies();
 
     for (const Client* c : clients) check_registration(*c, router, config, secret);
     // Deliveries this operation caused come from the client it acted on, stamped with its id.

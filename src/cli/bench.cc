@@ -123,6 +123,11 @@ class BenchConnection final : public quic::ConnectionHandler {
   quic::Connection* connection() { return endpoint_ ? endpoint_->connection() : nullptr; }
   const client::ProtocolSession& session() const { return session_; }
   bool registered() const { return registered_; }
+  // Writes the acknowledgements this loop iteration batched (the Worker calls it before sleeping).
+  void flush_acks() {
+    acks_waiting_ = false;
+    if (auto* c = connection()) session_.flush_acks(*c);
+  }
 
   Pair* pair = nullptr;
   bool receiver = false;
@@ -145,6 +150,7 @@ class BenchConnection final : public quic::ConnectionHandler {
   bool registered_ = false;
   bool settled_ = false;  // counted as registered or failed
   bool closing_ = false;
+  bool acks_waiting_ = false;  // in the Worker's list for flush_acks
 };
 
 // Pair: one sender and one receiver. Sender fields belong to the sender's worker, receiver fields
@@ -202,6 +208,10 @@ class Worker {
   void start(std::uint64_t max_connecting) {
     max_connecting_ = std::max<std::uint64_t>(1, max_connecting);
     if (load_ != nullptr) loop_.add_before_sleep([this] { send_due(); });
+    loop_.add_before_sleep([this] {
+      for (BenchConnection* c : acking_) c->flush_acks();
+      acking_.clear();
+    });
     thread_ = std::thread([this] { loop_.run(); });
     loop_.post([this] { connect_more(); });
   }
@@ -242,6 +252,7 @@ class Worker {
   std::atomic<std::uint64_t> last_registered_ns{0};
 
   // From BenchConnection, loop thread.
+  void on_acks_waiting(BenchConnection& connection) { acking_.push_back(&connection); }
   void on_settled() {
     if (connecting_ > 0) --connecting_;
     connect_more();
@@ -266,6 +277,7 @@ class Worker {
   std::thread thread_;
   std::vector<std::unique_ptr<BenchConnection>> connections_;
   std::vector<Pair*> send_pairs_;
+  std::vector<BenchConnection*> acking_;  // with acknowledgements batched this iteration
   LatencyHistogram histogram_;
   std::atomic<bool> wake_pending_{false};
   bool started_ = false;
@@ -290,6 +302,7 @@ void BenchConnection::connect() {
 void BenchConnection::close() {
   closing_ = true;
   if (auto* c = connection(); c != nullptr && c->state() == quic::Connection::State::Open) {
+    session_.flush_acks(*c);
     c->close(static_cast<std::uint64_t>(wire::ErrorCode::NoError), "bench done");
   } else if (!settled_) {
     settle(false, "closed before it registered");
@@ -322,7 +335,7 @@ void BenchConnection::handle(const wire::Message& message) {
       return;
     case wire::MessageType::Reply:
       if (pair == nullptr || receiver) return;
-      ++pair->replies;
+      pair->replies += 1 + message.message_ids.size();  // a batched Reply answers several
       if (message.status != wire::DeliveryStatus::Accepted) {
         if (pair->rejected++ == 0) {
           std::fprintf(stderr, "debra bench: the router refused a message of id %d: %s %.*s\n", session_.id(),
@@ -340,7 +353,10 @@ void BenchConnection::handle(const wire::Message& message) {
       } else {
         ++pair->malformed;
       }
-      if (auto* c = connection()) session_.acknowledge(*c, message.sequence);
+      if (auto* c = connection(); c != nullptr && session_.acknowledge(*c, message.sequence) && !acks_waiting_) {
+        acks_waiting_ = true;
+        worker_.on_acks_waiting(*this);
+      }
       pair->received.store(pair->tracker.received(), std::memory_order_release);
       if (pair->sender_worker != &worker_) pair->sender_worker->wake();
       return;

@@ -60,6 +60,10 @@ class Client::Impl final : public quic::ConnectionHandler {
     if (!transport) return Unexpected{transport.error()};
     transport_.emplace(std::move(*transport));
 
+    // Before the thread starts: the hook list is the loop thread's once it runs.
+    ack_hook_ = loop_.add_before_sleep_on_request([this] {
+      if (endpoint_ != nullptr && endpoint_->connection() != nullptr) session_.flush_acks(*endpoint_->connection());
+    });
     thread_ = std::thread([this] { loop_.run(); });
     loop_.post([this] { open_connection(); });
     std::unique_lock lock(mutex_);
@@ -142,8 +146,14 @@ class Client::Impl final : public quic::ConnectionHandler {
       // Sequences are the router's, not the connection's: an acknowledgement sent after a reconnect
       // still removes the message. One that cannot be sent now only costs a redelivery.
       if (!registered_on_loop_ || endpoint_ == nullptr) return;
-      if (auto* c = endpoint_->connection()) session_.acknowledge(*c, sequence);
+      if (auto* c = endpoint_->connection()) acknowledge_on_loop(*c, sequence);
     });
+  }
+
+  // Loop thread. A batched acknowledgement goes out before the loop sleeps, with the others of this
+  // iteration.
+  void acknowledge_on_loop(quic::Connection& connection, std::uint64_t sequence) {
+    if (session_.acknowledge(connection, sequence)) loop_.request_before_sleep(ack_hook_);
   }
 
   void set_message_handler(std::function<void(Message)> handler) {
@@ -168,6 +178,9 @@ class Client::Impl final : public quic::ConnectionHandler {
       closing_ = true;
       if (reconnect_timer_ != 0) loop_.cancel_timer(reconnect_timer_);
       if (endpoint_ != nullptr && endpoint_->connection() != nullptr) {
+        // Acknowledgements batched in this iteration go before the close, which waits until what was
+        // written is acknowledged.
+        session_.flush_acks(*endpoint_->connection());
         endpoint_->connection()->close(static_cast<std::uint64_t>(wire::ErrorCode::NoError), "client closing");
         // Done once our CONNECTION_CLOSE is out (after queued data was acknowledged): the closing
         // period only matters to a peer that keeps sending, and the router will not. Bounded, in
@@ -329,13 +342,12 @@ class Client::Impl final : public quic::ConnectionHandler {
         set_registered();
         return;
       case wire::MessageType::Reply: {
-        auto it = pending_.find(message.message_id);
-        if (it == pending_.end()) return;
         SendStatus status = message.status == wire::DeliveryStatus::Accepted           ? SendStatus::Accepted
                             : message.status == wire::DeliveryStatus::RecipientOffline ? SendStatus::RecipientOffline
                                                                                        : SendStatus::Rejected;
-        it->second.set_value(make_result(status, message.message_id, std::string(message.reason), message.error_code));
-        pending_.erase(it);
+        // A batched Reply (message_ids) answers each of its messages alike.
+        settle(message.message_id, status, message);
+        for (std::size_t i = 0; i < message.message_ids.size(); ++i) settle(message.message_ids[i], status, message);
         return;
       }
       case wire::MessageType::Error:
@@ -355,7 +367,7 @@ class Client::Impl final : public quic::ConnectionHandler {
           std::uint64_t sequence = received.sequence;
           handler(std::move(received));
           if (options_.auto_acknowledge && options_.protocol == Protocol::Native && sequence != 0) {
-            session_.acknowledge(*endpoint_->connection(), sequence);
+            acknowledge_on_loop(*endpoint_->connection(), sequence);
           }
         } else {
           received_cv_.notify_one();
@@ -374,6 +386,13 @@ class Client::Impl final : public quic::ConnectionHandler {
         spdlog::debug("client: ignoring message type {}", static_cast<int>(message.type));
         return;
     }
+  }
+
+  void settle(std::uint64_t message_id, SendStatus status, const wire::Message& reply) {
+    auto it = pending_.find(message_id);
+    if (it == pending_.end()) return;
+    it->second.set_value(make_result(status, message_id, std::string(reply.reason), reply.error_code));
+    pending_.erase(it);
   }
 
   void protocol_failure(const std::string& reason) {
@@ -403,6 +422,7 @@ class Client::Impl final : public quic::ConnectionHandler {
   std::uint64_t attempt_ = 0;
   int backoff_step_ = 0;
   net::EventLoop::TimerId reconnect_timer_ = 0;
+  std::uint64_t ack_hook_ = 0;  // writes the acknowledgements of an iteration as one frame
   std::minstd_rand rng_{std::random_device{}()};
 
   // Shared with callers, under mutex_.

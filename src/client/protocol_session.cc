@@ -32,7 +32,8 @@ Result<void, Error> ProtocolSession::start(quic::Connection& connection) {
   auto stream = connection.open_bidi_stream();
   if (!stream) return Unexpected{stream.error()};
   stream_ = *stream;
-  connection.write(stream_, wire::encode_registration(id_, protocol_ == Protocol::Native ? token_ : std::string()));
+  const bool native = protocol_ == Protocol::Native;
+  connection.write(stream_, wire::encode_registration(id_, native ? token_ : std::string(), native ? kClientFeatures : 0));
   return {};
 }
 
@@ -47,13 +48,26 @@ std::optional<std::string> ProtocolSession::on_stream_data(quic::StreamId id, st
     if (!frame->has_value()) return std::nullopt;
     auto message = wire::decode(**frame);
     if (!message) return message.error().reason;
+    if (message->type == wire::MessageType::Welcome) router_features_ = message->features;
     on_message(*message);
   }
 }
 
-void ProtocolSession::acknowledge(quic::Connection& connection, std::uint64_t sequence) const {
-  if (protocol_ != Protocol::Native || sequence == 0) return;
-  connection.write(stream_, wire::view_ack(sequence));
+bool ProtocolSession::acknowledge(quic::Connection& connection, std::uint64_t sequence) {
+  if (protocol_ != Protocol::Native || sequence == 0) return false;
+  if (!wire::has_feature(router_features_, wire::Feature::BatchedAcks)) {
+    connection.write(stream_, wire::view_ack(sequence));
+    return false;
+  }
+  unsent_acks_.push_back(sequence);
+  if (unsent_acks_.size() >= kMaxBatchedAcks) flush_acks(connection);
+  return !unsent_acks_.empty();
+}
+
+void ProtocolSession::flush_acks(quic::Connection& connection) {
+  if (unsent_acks_.empty()) return;
+  connection.write(stream_, wire::view_acks(unsent_acks_));
+  unsent_acks_.clear();
 }
 
 }  // namespace debra::client

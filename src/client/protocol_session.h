@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "net/address.h"
 #include "quic/connection.h"
@@ -26,6 +27,12 @@ namespace debra::client {
 inline constexpr std::uint32_t kMaxAcceptedFrame = 64 * 1024 * 1024 + 4096;
 // Delivery lanes a native client lets the router open.
 inline constexpr std::uint32_t kMaxDeliveryLanes = 64;
+// The optional protocol features a native client announces: it sends batched Acks (to a router that
+// takes them) and takes batched Replies.
+inline constexpr std::uint64_t kClientFeatures = static_cast<std::uint64_t>(wire::Feature::BatchedAcks) |
+                                                 static_cast<std::uint64_t>(wire::Feature::BatchedReplies);
+// The most sequences one batched Ack holds: 8 KiB of them, far below any frame limit.
+inline constexpr std::size_t kMaxBatchedAcks = 1024;
 
 // ClientTransport: what connecting needs, derived once from ClientOptions: the router's address,
 // the TLS context (certificate check, ALPN by protocol) and the QUIC transport settings.
@@ -58,13 +65,20 @@ class ProtocolSession {
   void write(quic::Connection& connection, std::span<const std::uint8_t> frame) const {
     connection.write(stream_, frame);
   }
-  // Acknowledges a delivery (native; a legacy session or sequence 0 sends nothing).
-  void acknowledge(quic::Connection& connection, std::uint64_t sequence) const;
+  // Acknowledges a delivery (native; a legacy session or sequence 0 sends nothing). To a router that
+  // takes batched Acks, the acknowledgement waits for flush_acks() with the others of this loop
+  // iteration, and this returns true: the caller then calls flush_acks() before its loop sleeps.
+  bool acknowledge(quic::Connection& connection, std::uint64_t sequence);
+  // Writes the waiting acknowledgements as one Ack frame.
+  void flush_acks(quic::Connection& connection);
 
-  // Forgets the stream state, for the next connection.
+  // Forgets the stream state, for the next connection. Acknowledgements not written yet are dropped:
+  // the router delivers those messages again on the next connection, where they are acknowledged anew.
   void reset() {
     readers_.clear();
     stream_ = -1;
+    router_features_ = 0;
+    unsent_acks_.clear();
   }
 
   std::int32_t id() const { return id_; }
@@ -77,6 +91,8 @@ class ProtocolSession {
   std::string token_;
   quic::StreamId stream_ = -1;
   std::unordered_map<quic::StreamId, wire::FrameReader> readers_;
+  std::uint64_t router_features_ = 0;  // from the Welcome
+  std::vector<std::uint64_t> unsent_acks_;
 };
 
 }  // namespace debra::client

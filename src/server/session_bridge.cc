@@ -12,6 +12,12 @@ using wire::ErrorCode;
 
 namespace {
 
+// The optional protocol features this router takes and sends (docs/protocol.md, "Features").
+constexpr std::uint64_t kRouterFeatures = static_cast<std::uint64_t>(wire::Feature::BatchedAcks) |
+                                          static_cast<std::uint64_t>(wire::Feature::BatchedReplies);
+// The most Accepted replies one Reply frame holds: 8 KiB of ids, far below any frame limit.
+constexpr std::size_t kMaxBatchedReplies = 1024;
+
 // A session over its rate limit reports it at most this often (and all sessions together within
 // RateLimiting::log_budget); the counters have every breach.
 constexpr net::Timestamp kBreachLogInterval = 10 * quic::kSecond;
@@ -187,8 +193,9 @@ void Session::handle_registration(const wire::Message& message) {
   spdlog::debug("session {}: registered id {} ({})", connection_.remote_address().to_string(), client_id_,
                 mode_ == Mode::Native ? "native" : "legacy");
   if (mode_ == Mode::Native) {
+    batch_replies_ = wire::has_feature(message.features, wire::Feature::BatchedReplies);
     connection_.write(stream_, wire::encode_welcome(client_id_, config_.max_frame_size,
-                                                    static_cast<std::uint32_t>(lanes_.size())));
+                                                    static_cast<std::uint32_t>(lanes_.size()), kRouterFeatures));
   }
   router_.register_client(client_id_, *this);
 }
@@ -355,7 +362,7 @@ void Session::write_outcome(std::uint64_t message_id, core::Outcome outcome, std
     case core::Outcome::Delivered:
     case core::Outcome::Stored:
     case core::Outcome::ForwardedRemote:
-      reply(message_id, wire::DeliveryStatus::Accepted, ErrorCode::NoError, {});
+      accept(message_id);
       return;
     case core::Outcome::RecipientOffline:
       reply(message_id, wire::DeliveryStatus::RecipientOffline, ErrorCode::NoError, {});
@@ -394,6 +401,7 @@ void Session::on_receipt(std::uint64_t message_id, core::ClientId recipient, boo
 
 void Session::write_receipt(std::uint64_t message_id, core::ClientId recipient, bool delivered) {
   if (mode_ != Mode::Native || closing_) return;
+  write_accepted();
   connection_.write(stream_, wire::encode_receipt(message_id, recipient,
                                                   delivered ? wire::DeliveryStatus::Delivered
                                                             : wire::DeliveryStatus::Expired));
@@ -405,10 +413,38 @@ void Session::handle_ack(const wire::Message& message) {
     return;
   }
   router_.acknowledge(client_id_, message.sequence);
+  for (std::size_t i = 0; i < message.sequences.size(); ++i) router_.acknowledge(client_id_, message.sequences[i]);
 }
 
 void Session::reply(std::uint64_t message_id, wire::DeliveryStatus status, ErrorCode code, std::string_view reason) {
+  write_accepted();
   connection_.write(stream_, wire::view_reply(message_id, status, code, reason));
+}
+
+void Session::accept(std::uint64_t message_id) {
+  if (!batch_replies_) {
+    reply(message_id, wire::DeliveryStatus::Accepted, ErrorCode::NoError, {});
+    return;
+  }
+  accepted_.push_back(message_id);
+  if (accepted_.size() >= kMaxBatchedReplies) {
+    write_accepted();
+  } else if (!replies_pending_) {
+    replies_pending_ = true;
+    owner_.on_replies(*this);
+  }
+}
+
+void Session::write_replies() {
+  replies_pending_ = false;
+  write_accepted();
+}
+
+void Session::write_accepted() {
+  if (accepted_.empty()) return;
+  // Once closing, the connection takes no more frames; fail() and shut_down() write these first.
+  if (!closing_) connection_.write(stream_, wire::view_accepted(accepted_));
+  accepted_.clear();
 }
 
 void Session::fail(ErrorCode code, std::string reason) {
@@ -416,6 +452,7 @@ void Session::fail(ErrorCode code, std::string reason) {
   if (closing_) return;
   take_held_frames();
   if (closing_) return;  // one of them was itself the fault
+  write_accepted();  // what was accepted stays accepted: its sender hears so before the Error
   closing_ = true;
   ++(code == ErrorCode::Unauthenticated ? counters_.auth_refusals : counters_.protocol_errors);
   spdlog::info("session {} (id {}): closing with {}: {}", connection_.remote_address().to_string(), client_id_,
@@ -430,6 +467,7 @@ void Session::shut_down() {
   auto guard = core_.lock();
   if (closing_) return;
   take_held_frames();
+  write_accepted();
   closing_ = true;
   if (registered_) router_.unregister_client(client_id_, *this);
   registered_ = false;

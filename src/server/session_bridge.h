@@ -78,6 +78,9 @@ class SessionOwner {
   virtual void on_input(Session& session) = 0;
   // The connection is gone; called from inside its teardown: destroy the session once that returns.
   virtual void on_finished(Session& session) = 0;
+  // The session holds Accepted replies for one frame (BatchedReplies): call its write_replies() under
+  // the core lock before the loop sleeps. Called at most once until then.
+  virtual void on_replies(Session& session) = 0;
 };
 
 // Session: the application side of one client connection: ConnectionHandler towards QUIC,
@@ -105,6 +108,9 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   // Handles the input taken in since the last call: frames (registrations, messages, acks) and the
   // peer's acknowledgements. The caller holds the core lock.
   void handle_input();
+
+  // Writes the Accepted replies held for one frame (BatchedReplies). The caller holds the core lock.
+  void write_replies();
 
   // Ends the session because the server is stopping: native clients get an Error frame first.
   void shut_down();
@@ -173,6 +179,11 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   void refuse_by_policy(std::uint64_t message_id);
   void handle_ack(const wire::Message& message);
   void reply(std::uint64_t message_id, wire::DeliveryStatus status, wire::ErrorCode code, std::string_view reason);
+  // An Accepted reply, held for one frame with the others of this iteration if the client takes
+  // batched replies.
+  void accept(std::uint64_t message_id);
+  // Writes the held Accepted replies as one frame now.
+  void write_accepted();
   // Ends the session for a peer's fault or a policy decision: logs one line, tells a native client
   // why in an Error frame, and closes the connection with code.
   void fail(wire::ErrorCode code, std::string reason);
@@ -189,6 +200,7 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   SessionCounters& counters_;
   SessionOwner& owner_;
   bool input_pending_ = false;  // owner_.on_input was called, handle_input not yet
+  bool replies_pending_ = false;  // owner_.on_replies was called, write_replies not yet
   bool handling_frames_ = false;
   bool data_acknowledged_ = false;
   // Sink calls for us in the mailbox, and the frame bytes among them (guarded by the core lock).
@@ -203,6 +215,11 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   std::deque<std::pair<std::uint64_t, std::uint64_t>> awaiting_transport_ack_;
   core::ClientId client_id_ = 0;
   bool registered_ = false;
+  // BatchedReplies (the client announced it): the message ids whose Accepted replies are not written
+  // yet, in order. Any other frame on the session stream writes them first, so replies keep the
+  // order of their messages and a Receipt never overtakes its message's reply.
+  bool batch_replies_ = false;
+  std::vector<std::uint64_t> accepted_;
   bool closing_ = false;
   bool fin_received_ = false;
   // The frame of a legacy sender that waits for its bucket (rate limits), the stream credit not given

@@ -60,6 +60,10 @@ void Worker::handle_sessions() {
   // that wait for room.
   core_.router.set_wall_clock_ms(wall_clock_ms());
   core_.router.flush();
+  // The Accepted replies of this iteration, whatever made them (this thread's input, the mailbox, a
+  // commit completed on this thread, or the flush just now): one frame per session.
+  for (std::size_t i = 0; i < with_replies_.size(); ++i) with_replies_[i]->write_replies();
+  with_replies_.clear();
 }
 
 quic::ConnectionHandler* Worker::accept(quic::Connection& connection) {

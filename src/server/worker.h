@@ -68,6 +68,7 @@ class Worker final : public SessionOwner {
   // SessionOwner
   void on_input(Session& session) override { with_input_.push_back(&session); }
   void on_finished(Session& session) override;
+  void on_replies(Session& session) override { with_replies_.push_back(&session); }
   void check_shutdown_done();
 
   net::EventLoop loop_;
@@ -79,6 +80,7 @@ class Worker final : public SessionOwner {
   std::unique_ptr<quic::ServerEndpoint> endpoint_;
   std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;
   std::vector<Session*> with_input_;
+  std::vector<Session*> with_replies_;
   std::vector<std::unique_ptr<Session>> finished_;
   bool shutting_down_ = false;
   net::Timestamp shutdown_deadline_ = 0;

@@ -19,6 +19,7 @@ std::string RawMessage::describe() const {
                      ", for_client " + std::to_string(for_client) + ", message_id " + std::to_string(message_id) +
                      ", " + std::to_string(payload.size()) + " payload bytes";
   if (type == wire::MessageType::Reply) text += ", status " + std::string(wire::to_string(status));
+  if (!message_ids.empty()) text += ", " + std::to_string(message_ids.size()) + " more message ids";
   if (error_code != wire::ErrorCode::NoError) text += ", error " + std::string(wire::to_string(error_code));
   if (!reason.empty()) text += ", reason \"" + reason + "\"";
   return text;
@@ -141,7 +142,7 @@ void RawClient::try_finish() {
 }
 
 ::testing::AssertionResult RawClient::register_id(std::int32_t id, std::chrono::milliseconds timeout) {
-  send(wire::encode_registration(id));
+  send(wire::encode_registration(id, {}, options_.features));
   if (!options_.native) return ::testing::AssertionSuccess();
   auto welcome = next_message(timeout);
   if (!welcome) return ::testing::AssertionFailure() << "no Welcome for id " << id;
@@ -273,6 +274,9 @@ void RawClient::on_stream_data(quic::StreamId id, std::span<const std::uint8_t> 
     owned.error_code = message->error_code;
     owned.reason = std::string(message->reason);
     owned.max_frame_size = message->max_frame_size;
+    owned.sequence = message->sequence;
+    owned.features = message->features;
+    for (std::size_t i = 0; i < message->message_ids.size(); ++i) owned.message_ids.push_back(message->message_ids[i]);
     owned.stream = id;
     messages_.push_back(std::move(owned));
     cv_.notify_all();

@@ -40,6 +40,9 @@ struct RawMessage {
   wire::ErrorCode error_code = wire::ErrorCode::NoError;
   std::string reason;
   std::uint32_t max_frame_size = 0;
+  std::uint64_t sequence = 0;
+  std::uint64_t features = 0;
+  std::vector<std::uint64_t> message_ids;  // a batched Reply's ids after message_id
   quic::StreamId stream = -1;
 
   std::string describe() const;
@@ -52,6 +55,7 @@ struct RawClientOptions {
   std::string server_name;  // empty: the host part of server
   std::string cert_file;    // client certificate and key to present (--auth mtls); empty: none
   std::string key_file;
+  std::uint64_t features = 0;  // the Feature bits the registration announces
 };
 
 class RawClient final : public quic::ConnectionHandler {
@@ -67,7 +71,8 @@ class RawClient final : public quic::ConnectionHandler {
   // Ends the client's stream (FIN) once everything sent so far has been acknowledged by the router.
   void finish();
 
-  // Sends a ClientRegistration for id; native: waits for the Welcome and fails on anything else.
+  // Sends a ClientRegistration for id (announcing options.features); native: waits for the Welcome and
+  // fails on anything else.
   ::testing::AssertionResult register_id(std::int32_t id, std::chrono::milliseconds timeout = 10s);
 
   // The next frame from the router (any stream, in arrival order), waiting up to timeout.
