@@ -46,6 +46,27 @@ void BM_EncodeDelivery(benchmark::State& state) {
 }
 BENCHMARK(BM_EncodeDelivery)->Apply(payload_sizes);
 
+// The router's case: a delivery lives until its batch is durable, so hundreds are held at once
+// (here 512, dropped together, as a commit does). Argument 2: 1 encodes into a FrameArena.
+void BM_EncodeDeliveryHeld(benchmark::State& state) {
+  const auto payload = make_payload(static_cast<std::size_t>(state.range(0)));
+  const bool arena_on = state.range(1) != 0;
+  debra::wire::FrameArena arena;
+  std::vector<debra::wire::SharedFrame> held;
+  held.reserve(512);
+  std::uint64_t message_id = 1;
+  for (auto _ : state) {
+    if (held.size() == 512) held.clear();
+    held.push_back(arena_on ? debra::wire::encode_delivery(arena, 7, 9, message_id, payload, message_id)
+                            : debra::wire::encode_delivery(7, 9, message_id, payload, message_id));
+    ++message_id;
+    benchmark::DoNotOptimize(held.back().data());
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * state.range(0));
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+BENCHMARK(BM_EncodeDeliveryHeld)->ArgsProduct({{64, 1024}, {0, 1}});
+
 // The client's send path.
 void BM_EncodeClientToClient(benchmark::State& state) {
   const auto payload = make_payload(static_cast<std::size_t>(state.range(0)));

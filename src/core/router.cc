@@ -78,8 +78,8 @@ Outcome Router::route(const Submission& message, SessionSink* sender) {
   switch (appended.status) {
     case AppendStatus::Stored:
       delivery.sequence = appended.sequence;
-      delivery.frame = wire::encode_delivery(message.sender, message.recipient, message.message_id, message.payload,
-                                             appended.sequence);
+      delivery.frame = wire::encode_delivery(frames_, message.sender, message.recipient, message.message_id,
+                                             message.payload, appended.sequence);
       pending_first_sequence_ = std::min(pending_first_sequence_, appended.sequence);
       pending_.push_back(Pending{sender, message.message_id, std::move(delivery)});
       return Outcome::Stored;
@@ -100,7 +100,7 @@ Outcome Router::route(const Submission& message, SessionSink* sender) {
 }
 
 Outcome Router::route_ephemeral(const Submission& message) {
-  auto frame = wire::encode_delivery(message.sender, message.recipient, message.message_id, message.payload);
+  auto frame = wire::encode_delivery(frames_, message.sender, message.recipient, message.message_id, message.payload);
   Delivery delivery{message.sender, message.recipient, message.message_id, std::move(frame), 0};
   if (auto it = online_.find(message.recipient); it != online_.end()) {
     SessionSink& sink = *it->second.sink;
@@ -222,7 +222,7 @@ void Router::fill(ClientId id, Online& online) {
       // The frame is the payload plus a small envelope: check before encoding.
       if (!fits(*online.sink, m.payload.size() + wire::kMaxEnvelopeOverhead)) return;
       Delivery delivery{m.sender, m.recipient, m.message_id,
-                        wire::encode_delivery(m.sender, m.recipient, m.message_id, m.payload, m.sequence),
+                        wire::encode_delivery(frames_, m.sender, m.recipient, m.message_id, m.payload, m.sequence),
                         m.sequence};
       hand_over(online, delivery);
     }

@@ -160,6 +160,7 @@ class Router {
   RouterLimits limits_;
   MessageStore* store_;
   RemoteRoute* remote_;
+  wire::FrameArena frames_;  // where deliveries are encoded: no allocation per message
   std::unordered_map<ClientId, Online> online_;
   std::vector<Pending> pending_;
   std::uint64_t pending_first_sequence_ = kNone;

@@ -31,6 +31,11 @@ constexpr std::size_t kBuilderRetainLimit = 256 * 1024;
 // that once carried a 4 MiB frame does not hold 4 MiB for the rest of its life.
 constexpr std::size_t kReaderRetainLimit = 256 * 1024;
 
+// A FrameArena chunk holds a few hundred small deliveries; a frame above a sixteenth of it gets an
+// allocation of its own, so a chunk never goes mostly unused for want of room at its end.
+constexpr std::size_t kArenaChunk = 64 * 1024;
+constexpr std::size_t kArenaLargestShared = kArenaChunk / 16;
+
 // The thread's builder, emptied for the next frame. The previous frame (a FrameView may point at it)
 // is gone from here on.
 flatbuffers::FlatBufferBuilder& builder() {
@@ -251,6 +256,29 @@ SharedFrame encode_delivery(std::int32_t sender, std::int32_t recipient, std::ui
   auto bytes = std::make_shared_for_overwrite<std::uint8_t[]>(frame.size());  // one allocation, no zeroing
   std::memcpy(bytes.get(), frame.data(), frame.size());
   return SharedFrame(std::move(bytes), frame.size());
+}
+
+SharedFrame FrameArena::keep(FrameView frame) {
+  if (frame.size() > kArenaLargestShared) {
+    auto bytes = std::make_shared_for_overwrite<std::uint8_t[]>(frame.size());
+    std::memcpy(bytes.get(), frame.data(), frame.size());
+    return SharedFrame(std::move(bytes), frame.size());
+  }
+  if (chunk_ == nullptr || kArenaChunk - used_ < frame.size()) {
+    chunk_ = std::make_shared_for_overwrite<std::uint8_t[]>(kArenaChunk);  // the old one lives on in its frames
+    used_ = 0;
+  }
+  std::uint8_t* at = chunk_.get() + used_;
+  std::memcpy(at, frame.data(), frame.size());
+  used_ += (frame.size() + 7) & ~std::size_t{7};  // the next frame starts 8-byte aligned
+  if (used_ > kArenaChunk) used_ = kArenaChunk;
+  return SharedFrame(std::shared_ptr<const std::uint8_t[]>(chunk_, at), frame.size());
+}
+
+SharedFrame encode_delivery(FrameArena& arena, std::int32_t sender, std::int32_t recipient, std::uint64_t message_id,
+                            std::span<const std::uint8_t> payload, std::uint64_t sequence) {
+  auto& fbb = builder();
+  return arena.keep(finish_view(fbb, build_client_message(fbb, sender, recipient, message_id, payload, sequence, false)));
 }
 
 FrameView view_ack(std::uint64_t sequence) { return view_acks(std::span<const std::uint64_t>(&sequence, 1)); }

@@ -60,7 +60,7 @@ using FrameView = std::span<const std::uint8_t>;
 
 // SharedFrame: a delivery's frame, encoded once and then only read by every queue that holds it
 // (its commit batch, a mailbox, the recipient's stream). One allocation holds the bytes and the
-// reference count: the forwarding path pays one malloc per message for it, not two.
+// reference count, or, for the router's frames, a FrameArena chunk holds those of many messages.
 class SharedFrame {
  public:
   SharedFrame() = default;
@@ -93,6 +93,20 @@ class U64List {
  private:
   const std::uint8_t* elements_ = nullptr;
   std::size_t size_ = 0;
+};
+
+// FrameArena: where the router puts the delivery frames it encodes, back to back in shared chunks,
+// so that a frame costs no allocation of its own: a SharedFrame from here holds a reference to its
+// chunk, which lives as long as any of its frames. A frame too large to share a chunk gets one of
+// its own. Not thread-safe (the router's lock guards it); its frames are like any SharedFrame.
+class FrameArena {
+ public:
+  // A copy of frame that shares the current chunk.
+  SharedFrame keep(FrameView frame);
+
+ private:
+  std::shared_ptr<std::uint8_t[]> chunk_;
+  std::size_t used_ = 0;
 };
 
 // Message: a decoded Debra.Message. Spans and views point into the frame body given to decode() and
@@ -161,6 +175,9 @@ Frame encode_client_to_client(std::int32_t client_id, std::int32_t for_client, s
 // number for it (acknowledged with encode_ack). Readable by both legacy and native recipients, so
 // the router encodes each message once.
 SharedFrame encode_delivery(std::int32_t sender, std::int32_t recipient, std::uint64_t message_id,
+                            std::span<const std::uint8_t> payload, std::uint64_t sequence = 0);
+// The same frame, kept in arena.
+SharedFrame encode_delivery(FrameArena& arena, std::int32_t sender, std::int32_t recipient, std::uint64_t message_id,
                             std::span<const std::uint8_t> payload, std::uint64_t sequence = 0);
 // A recipient's acknowledgement of the delivery with this sequence.
 Frame encode_ack(std::uint64_t sequence);

@@ -255,6 +255,43 @@ TEST(Codec, DeliveryRoundTrip) {
   EXPECT_LE(frame.size(), kLengthPrefixSize + payload.size() + kMaxEnvelopeOverhead);
 }
 
+TEST(FrameArena, EveryFrameStaysWholeAfterLaterOnesAndTheArenaAreGone) {
+  std::vector<SharedFrame> frames;
+  std::vector<Bytes> payloads;
+  {
+    FrameArena arena;
+    std::mt19937 rng(7);
+    for (std::uint64_t k = 0; k < 2000; ++k) {
+      // Mostly small, some past the largest a chunk shares, some empty.
+      Bytes payload(k % 50 == 0 ? 9000 : rng() % 1500);
+      for (auto& byte : payload) byte = static_cast<std::uint8_t>(rng());
+      frames.push_back(encode_delivery(arena, 3, 4, 100 + k, payload, 5000 + k));
+      payloads.push_back(std::move(payload));
+    }
+  }
+  for (std::size_t k = 0; k < frames.size(); ++k) {
+    const Message m = decode_frame(frames[k]);
+    ASSERT_EQ(m.message_id, 100 + k);
+    EXPECT_EQ(m.sequence, 5000 + k);
+    EXPECT_EQ(m.client_id, 3);
+    EXPECT_EQ(to_bytes(m.payload), payloads[k]) << "frame " << k;
+    EXPECT_EQ(copy_of(frames[k]), copy_of(encode_delivery(3, 4, 100 + k, payloads[k], 5000 + k)));
+  }
+}
+
+TEST(FrameArena, SmallDeliveriesShareAllocations) {
+  FrameArena arena;
+  const Bytes payload(64, 0x64);
+  std::vector<SharedFrame> frames;
+  frames.reserve(300);
+  frames.push_back(encode_delivery(arena, 1, 2, 3, payload, 4));  // the encoder and the first chunk
+  const std::size_t before = g_allocations.load();
+  for (std::uint64_t k = 0; k < 299; ++k) frames.push_back(encode_delivery(arena, 1, 2, 3, payload, 5 + k));
+  // 300 frames of about 150 bytes fill less than one chunk of 64 KiB, and another begun at most.
+  EXPECT_LE(g_allocations.load() - before, 1u);
+  EXPECT_EQ(decode_frame(frames.back()).sequence, 303u);
+}
+
 TEST(Codec, LargestPayloadFitsDefaultMaxFrameSize) {
   const Bytes payload(4 * 1024 * 1024, 0x5A);
   const SharedFrame frame = encode_delivery(1, 2, 0xFFFFFFFFFFFFFFFFULL, payload);
