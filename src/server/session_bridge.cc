@@ -17,6 +17,8 @@ constexpr std::uint64_t kRouterFeatures = static_cast<std::uint64_t>(wire::Featu
                                           static_cast<std::uint64_t>(wire::Feature::BatchedReplies);
 // The most Accepted replies one Reply frame holds: 8 KiB of ids, far below any frame limit.
 constexpr std::size_t kMaxBatchedReplies = 1024;
+// The most deliveries one Ack may name; clients send at most 1,024 (client::kMaxBatchedAcks).
+constexpr std::size_t kMaxAckedPerFrame = 65536;
 
 // A session over its rate limit reports it at most this often (and all sessions together within
 // RateLimiting::log_budget); the counters have every breach.
@@ -410,6 +412,13 @@ void Session::write_receipt(std::uint64_t message_id, core::ClientId recipient, 
 void Session::handle_ack(const wire::Message& message) {
   if (!registered_) {
     fail(ErrorCode::NotRegistered, "an Ack before the ClientRegistration");
+    return;
+  }
+  // Each acknowledgement is a lookup under the core lock, which every thread waits for: one frame
+  // may not hold the router for long (docs/protocol.md, "Features").
+  if (message.sequences.size() >= kMaxAckedPerFrame) {
+    fail(ErrorCode::ProtocolError, "an Ack naming " + std::to_string(message.sequences.size() + 1) +
+                                       " deliveries; at most " + std::to_string(kMaxAckedPerFrame) + " per Ack");
     return;
   }
   router_.acknowledge(client_id_, message.sequence);

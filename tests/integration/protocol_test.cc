@@ -327,6 +327,41 @@ TEST_F(ProtocolIntegration, ABatchedAckTakesExactlyTheDeliveriesItNames) {
   expect_pair_still_chatting();
 }
 
+// An Ack may name at most 65,536 deliveries: one that names more closes its connection with
+// ProtocolError, and the router goes on serving everyone else.
+TEST_F(ProtocolIntegration, AnAckNamingTooManyDeliveriesIsAProtocolError) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  for (std::uint64_t count : {65536ULL, 65537ULL}) {
+    SCOPED_TRACE(std::to_string(count) + " sequences");
+    auto options = raw_options(server_, true);
+    options.features = kBatchedFeatures;
+    auto raw = RawClient::connect(options);
+    ASSERT_TRUE(raw) << raw.error().message;
+    RawClient& client = **raw;
+    ASSERT_TRUE(client.register_id(83));
+    std::vector<std::uint64_t> sequences(count);
+    for (std::uint64_t k = 0; k < count; ++k) sequences[k] = 1'000'000'000 + k;  // nobody's
+    client.send(frame_of(wire::view_acks(sequences)));
+    if (count == 65536) {
+      // Within the limit: nothing happens, and the connection still works.
+      client.send(wire::encode_client_to_client(83, 2, 7, to_bytes("still here")));
+      auto reply = client.wait_for(MessageType::Reply, 10s);
+      ASSERT_TRUE(reply);
+      EXPECT_EQ(reply->status, wire::DeliveryStatus::Accepted) << reply->describe();
+      auto message = bob_->receive(10s);
+      ASSERT_TRUE(message);
+      EXPECT_EQ(message->text(), "still here");
+      continue;
+    }
+    auto error = client.wait_for(MessageType::Error, 10s);
+    ASSERT_TRUE(error);
+    EXPECT_EQ(error->error_code, ErrorCode::ProtocolError) << error->describe();
+    EXPECT_NE(error->reason.find("65536"), std::string::npos) << error->reason;
+    EXPECT_TRUE(closed_by_router_with(client.wait_closed(10s), ErrorCode::ProtocolError));
+  }
+  expect_pair_still_chatting();
+}
+
 // A newer connection registering the same id displaces the older, which is closed with
 // SessionTakenOver (native: after an Error frame saying so).
 TEST_F(ProtocolIntegration, TakeoverClosesTheOlderConnection) {
