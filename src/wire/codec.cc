@@ -118,12 +118,27 @@ U64List u64s_of(const flatbuffers::Vector<T>* vec) {
   return {raw + sizeof(flatbuffers::uoffset_t), size};
 }
 
-// The vector is written before the table, as FlatBuffers requires; the first entry goes in the
-// scalar field the single-entry frame uses, so a frame of one is the single frame's layout plus nothing.
-flatbuffers::Offset<flatbuffers::Vector<std::uint64_t>> rest_of(flatbuffers::FlatBufferBuilder& fbb,
-                                                                std::span<const std::uint64_t> values) {
-  if (values.size() <= 1) return 0;
-  return fbb.CreateVector(values.data() + 1, values.size() - 1);
+// A frame of type naming ids (BatchedAcks, BatchedReplies): the first in the scalar field the
+// single-entry frame uses, the rest in the vector, so a frame of one is the single frame, byte for byte.
+using U64Offset = flatbuffers::Offset<flatbuffers::Vector<std::uint64_t>>;
+FrameView view_ids(MessageType type, std::span<const std::uint64_t> ids,
+                   void (Debra::MessageBuilder::*add_first)(std::uint64_t),
+                   void (Debra::MessageBuilder::*add_rest)(U64Offset)) {
+  auto& fbb = builder();
+  // Written before the table, as FlatBuffers requires.
+  const U64Offset rest = ids.size() <= 1 ? U64Offset() : fbb.CreateVector(ids.data() + 1, ids.size() - 1);
+  Debra::MessageBuilder mb(fbb);
+  (mb.*add_first)(ids.empty() ? 0 : ids.front());
+  (mb.*add_rest)(rest);
+  mb.add_message_type(type);
+  return finish_view(fbb, mb.Finish());
+}
+
+// One allocation for the reference count and the bytes, which are not zeroed first.
+SharedFrame shared_copy(FrameView frame) {
+  auto bytes = std::make_shared_for_overwrite<std::uint8_t[]>(frame.size());
+  std::memcpy(bytes.get(), frame.data(), frame.size());
+  return SharedFrame(std::move(bytes), frame.size());
 }
 
 std::string_view name_or_unknown(const char* name) {
@@ -251,19 +266,11 @@ Frame encode_client_to_client(std::int32_t client_id, std::int32_t for_client, s
 SharedFrame encode_delivery(std::int32_t sender, std::int32_t recipient, std::uint64_t message_id,
                             std::span<const std::uint8_t> payload, std::uint64_t sequence) {
   auto& fbb = builder();
-  const FrameView frame =
-      finish_view(fbb, build_client_message(fbb, sender, recipient, message_id, payload, sequence, false));
-  auto bytes = std::make_shared_for_overwrite<std::uint8_t[]>(frame.size());  // one allocation, no zeroing
-  std::memcpy(bytes.get(), frame.data(), frame.size());
-  return SharedFrame(std::move(bytes), frame.size());
+  return shared_copy(finish_view(fbb, build_client_message(fbb, sender, recipient, message_id, payload, sequence, false)));
 }
 
 SharedFrame FrameArena::keep(FrameView frame) {
-  if (frame.size() > kArenaLargestShared) {
-    auto bytes = std::make_shared_for_overwrite<std::uint8_t[]>(frame.size());
-    std::memcpy(bytes.get(), frame.data(), frame.size());
-    return SharedFrame(std::move(bytes), frame.size());
-  }
+  if (frame.size() > kArenaLargestShared) return shared_copy(frame);
   if (chunk_ == nullptr || kArenaChunk - used_ < frame.size()) {
     chunk_ = std::make_shared_for_overwrite<std::uint8_t[]>(kArenaChunk);  // the old one lives on in its frames
     used_ = 0;
@@ -284,24 +291,14 @@ SharedFrame encode_delivery(FrameArena& arena, std::int32_t sender, std::int32_t
 FrameView view_ack(std::uint64_t sequence) { return view_acks(std::span<const std::uint64_t>(&sequence, 1)); }
 
 FrameView view_acks(std::span<const std::uint64_t> sequences) {
-  auto& fbb = builder();
-  const auto rest = rest_of(fbb, sequences);
-  Debra::MessageBuilder mb(fbb);
-  mb.add_sequence(sequences.empty() ? 0 : sequences.front());
-  mb.add_sequences(rest);
-  mb.add_message_type(MessageType::Ack);
-  return finish_view(fbb, mb.Finish());
+  return view_ids(MessageType::Ack, sequences, &Debra::MessageBuilder::add_sequence,
+                  &Debra::MessageBuilder::add_sequences);
 }
 
+// Status Accepted is the schema default, so it is left out, as in a single Accepted Reply.
 FrameView view_accepted(std::span<const std::uint64_t> message_ids) {
-  auto& fbb = builder();
-  const auto rest = rest_of(fbb, message_ids);
-  Debra::MessageBuilder mb(fbb);
-  mb.add_message_id(message_ids.empty() ? 0 : message_ids.front());
-  mb.add_message_ids(rest);
-  mb.add_status(DeliveryStatus::Accepted);
-  mb.add_message_type(MessageType::Reply);
-  return finish_view(fbb, mb.Finish());
+  return view_ids(MessageType::Reply, message_ids, &Debra::MessageBuilder::add_message_id,
+                  &Debra::MessageBuilder::add_message_ids);
 }
 
 Frame encode_ack(std::uint64_t sequence) {
