@@ -477,8 +477,12 @@ void Connection::flush(Timestamp now) {
 
 bool Connection::write_streams(Timestamp now) {
   std::span<std::uint8_t> buffer = transport_.tx_buffer();
-  std::size_t max_udp = ngtcp2_conn_get_path_max_tx_udp_payload_size(conn_);
-  std::size_t max_packets = std::clamp<std::size_t>(ngtcp2_conn_get_send_quantum(conn_) / max_udp, 1,
+  // Room for the largest packet ngtcp2 may write, not just the path's current size: a Path MTU probe
+  // is larger than the path is known to carry, and ngtcp2 skips the probe when it does not fit. With
+  // room only for the path's size, the path stayed at 1,200 bytes for the connection's whole life.
+  std::size_t max_udp = ngtcp2_conn_get_max_tx_udp_payload_size(conn_);
+  std::size_t path_udp = ngtcp2_conn_get_path_max_tx_udp_payload_size(conn_);
+  std::size_t max_packets = std::clamp<std::size_t>(ngtcp2_conn_get_send_quantum(conn_) / path_udp, 1,
                                                     std::min(kMaxPacketsPerFlush, buffer.size() / max_udp));
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
@@ -557,7 +561,9 @@ bool Connection::write_streams(Timestamp now) {
     if (segment == 0) segment = size;
     batch_bytes += size;
     ++packets;
-    if (size < segment || batch_bytes + max_udp > buffer.size()) send_batch();
+    // A packet larger than the path is known to carry is a Path MTU probe: it goes alone, so that a
+    // path that refuses it (EMSGSIZE) loses only the probe, never the packets batched with it.
+    if (size < segment || size > path_udp || batch_bytes + max_udp > buffer.size()) send_batch();
     if (packets >= max_packets) break;
   }
   send_batch();

@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: MIT
+//
+// The QUIC transport as the network sees it: a relay between a raw client and the real router
+// counts the datagrams each way, by size.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "raw_client.h"
+#include "server_process.h"
+#include "test_support.h"
+#include "udp_relay.h"
+
+namespace debra::testing {
+namespace {
+
+// Before Path MTU Discovery confirms more, QUIC packets are at most 1,200 bytes.
+constexpr std::size_t kInitialPacketLimit = 1200;
+
+// A router, a relay that counts the datagrams over 1,200 bytes each way (and drops those over
+// path_limit, as a narrower path would), and a raw client registered as id 7 through the relay,
+// sending to itself so that both ends carry stream data.
+class ThroughRelay : public ::testing::Test {
+ protected:
+  void start(std::size_t path_limit = SIZE_MAX) {
+    ASSERT_TRUE(server_.start(with_args({"--rate-messages", "0", "--rate-bytes", "0"})));
+    auto relay = UdpRelay::start(server_.address(), "127.0.0.1", [this, path_limit](UdpRelay::Direction to, auto bytes) {
+      if (bytes.size() > path_limit) {
+        ++dropped_;
+        return UdpRelay::Verdict::Drop;
+      }
+      if (bytes.size() > kInitialPacketLimit) {
+        ++(to == UdpRelay::Direction::ToServer ? large_to_server_ : large_to_client_);
+      }
+      return UdpRelay::Verdict::Forward;
+    });
+    ASSERT_TRUE(relay) << relay.error().message;
+    relay_ = std::move(*relay);
+    RawClientOptions options = raw_options(server_);
+    options.server = relay_->address();
+    options.server_name = "localhost";  // through the relay, the address is not the certificate's name
+    auto client = RawClient::connect(options);
+    ASSERT_TRUE(client) << client.error().message;
+    client_ = std::move(*client);
+    ASSERT_TRUE(client_->register_id(7));
+  }
+
+  // Declared before the relay, whose thread counts into them until it stops.
+  std::atomic<int> large_to_server_ = 0;
+  std::atomic<int> large_to_client_ = 0;
+  std::atomic<int> dropped_ = 0;
+  ServerProcess server_;
+  std::unique_ptr<UdpRelay> relay_;
+  std::unique_ptr<RawClient> client_;
+};
+
+// Path MTU Discovery must take both ends past 1,200-byte packets on a path that carries more
+// (loopback carries 64 KiB): the router ran every connection's life at 1,200 bytes once, because
+// it gave ngtcp2 no room to write the larger probe packets. ngtcp2 sends a few probes of each size
+// it tries, so only many large datagrams each way show packets that carry data at the larger size.
+TEST_F(ThroughRelay, PathMtuDiscoveryTakesPacketsPast1200BytesBothWays) {
+  ASSERT_NO_FATAL_FAILURE(start());
+
+  // 16 KiB messages to itself, so that both ends send stream data that fills packets, until 40
+  // large datagrams went each way (about three messages' worth at 1,444 bytes).
+  constexpr int kWanted = 40;
+  const std::vector<std::uint8_t> payload(16 * 1024, 0x5a);
+  std::uint64_t message_id = 1;
+  bool enough = wait_until(
+      [&] {
+        client_->send(wire::encode_client_to_client(7, 7, message_id++, payload));
+        auto delivery = client_->wait_for(wire::MessageType::ClientToClient, 2s);
+        return delivery && large_to_server_ >= kWanted && large_to_client_ >= kWanted;
+      },
+      10s);
+  EXPECT_TRUE(enough) << "after " << message_id - 1 << " messages of 16 KiB: " << large_to_server_
+                      << " datagrams over 1,200 bytes to the router, " << large_to_client_ << " to the client";
+}
+
+// A path that silently drops datagrams over 1,300 bytes (a tunnel, say): the larger probes are lost,
+// and the probes are all that is lost. Every message arrives, in order, and the packets settle at a
+// size the path carries, above 1,200 bytes (ngtcp2 tries 1,406, then 1,342, then 1,232 bytes).
+TEST_F(ThroughRelay, ProbesLostOnANarrowerPathLoseNoMessage) {
+  constexpr std::size_t kPathLimit = 1300;
+  ASSERT_NO_FATAL_FAILURE(start(kPathLimit));
+
+  // Messages to itself, a burst and then a steady trickle, until the packets have grown: each one
+  // must arrive whole and in order while probes are lost.
+  std::vector<std::uint8_t> payload(16 * 1024);
+  std::uint64_t sent = 0;
+  std::uint64_t received = 0;
+  auto send_one = [&] {
+    ++sent;
+    payload[0] = static_cast<std::uint8_t>(sent);
+    payload[1] = static_cast<std::uint8_t>(sent >> 8);
+    client_->send(wire::encode_client_to_client(7, 7, sent, payload));
+  };
+  auto receive_all = [&] {
+    while (received < sent) {
+      auto delivery = client_->wait_for(wire::MessageType::ClientToClient, 10s);
+      if (!delivery) return ::testing::AssertionFailure() << "message " << received + 1 << " never arrived";
+      ++received;
+      if (delivery->payload.size() != payload.size() || delivery->payload[0] != static_cast<std::uint8_t>(received) ||
+          delivery->payload[1] != static_cast<std::uint8_t>(received >> 8)) {
+        return ::testing::AssertionFailure() << "message " << received << " arrived damaged or out of order";
+      }
+    }
+    return ::testing::AssertionSuccess();
+  };
+  for (int i = 0; i < 40; ++i) send_one();
+  ASSERT_TRUE(receive_all());
+  ::testing::AssertionResult intact = ::testing::AssertionSuccess();
+  bool grew = wait_until(
+      [&] {
+        send_one();
+        intact = receive_all();
+        return !intact || large_to_server_ + large_to_client_ > 40;
+      },
+      20s);
+  ASSERT_TRUE(intact);
+  EXPECT_TRUE(grew) << "the packets never grew past 1,200 bytes on a path that carries 1,300 ("
+                    << large_to_server_ + large_to_client_ << " datagrams did)";
+  EXPECT_GT(dropped_, 0) << "no probe larger than the path was sent: the test shows nothing";
+}
+
+}  // namespace
+}  // namespace debra::testing
