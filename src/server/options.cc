@@ -33,6 +33,12 @@ ServerOptions::ServerOptions(CLI::App& app) : ttl_s_(static_cast<double>(config_
                  "Native mode: unidirectional delivery streams per connection")
       ->capture_default_str()
       ->check(CLI::Range(1u, 64u));
+  app.add_option("--protocol-features", protocol_features_,
+                 "Optional protocol features to announce and use, comma-separated, or none (docs/protocol.md); "
+                 "without one the router behaves as one that predates it")
+      ->capture_default_str()
+      ->delimiter(',')
+      ->check(CLI::IsMember({"batched-acks", "batched-replies", "none"}));
   app.add_option("--retry-threshold", config_.quic.retry_threshold,
                  "Handshakes in progress above which clients must validate their address with Retry (0: always)")
       ->capture_default_str();
@@ -131,6 +137,15 @@ Result<ServerConfig, Error> ServerOptions::finish() {
   auto address = net::Address::parse(listen_);
   if (!address) return make_error("--listen: " + address.error().message);
   config_.listen = *address;
+  config_.session.features = 0;
+  for (const std::string& feature : protocol_features_) {
+    if (feature == "none") {
+      if (protocol_features_.size() > 1) return make_error("--protocol-features: none goes alone");
+    } else {
+      config_.session.features |= static_cast<std::uint64_t>(feature == "batched-acks" ? wire::Feature::BatchedAcks
+                                                                                         : wire::Feature::BatchedReplies);
+    }
+  }
   config_.session.require_token = auth_mode_ == "token";
   config_.session.require_certificate = auth_mode_ == "mtls";
   if (config_.session.require_certificate != !config_.client_ca_file.empty()) {

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include <string>
+#include <vector>
 
 #include "server/server.h"
 
@@ -40,6 +41,7 @@ class ServerOptions {
   std::string auth_mode_ = "none";
   std::string legacy_policy_;
   bool allow_anonymous_ = false;
+  std::vector<std::string> protocol_features_{"batched-acks", "batched-replies"};
 };
 
 }  // namespace debra::server

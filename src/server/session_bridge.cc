@@ -12,9 +12,6 @@ using wire::ErrorCode;
 
 namespace {
 
-// The optional protocol features this router takes and sends (docs/protocol.md, "Features").
-constexpr std::uint64_t kRouterFeatures = static_cast<std::uint64_t>(wire::Feature::BatchedAcks) |
-                                          static_cast<std::uint64_t>(wire::Feature::BatchedReplies);
 // The most Accepted replies one Reply frame holds: 8 KiB of ids, far below any frame limit.
 constexpr std::size_t kMaxBatchedReplies = 1024;
 // The most deliveries one Ack may name; clients send at most 1,024 (client::kMaxBatchedAcks).
@@ -195,9 +192,10 @@ void Session::handle_registration(const wire::Message& message) {
   spdlog::debug("session {}: registered id {} ({})", connection_.remote_address().to_string(), client_id_,
                 mode_ == Mode::Native ? "native" : "legacy");
   if (mode_ == Mode::Native) {
-    batch_replies_ = wire::has_feature(message.features, wire::Feature::BatchedReplies);
+    batch_replies_ = wire::has_feature(message.features, wire::Feature::BatchedReplies) &&
+                     wire::has_feature(config_.features, wire::Feature::BatchedReplies);
     connection_.write(stream_, wire::encode_welcome(client_id_, config_.max_frame_size,
-                                                    static_cast<std::uint32_t>(lanes_.size()), kRouterFeatures));
+                                                    static_cast<std::uint32_t>(lanes_.size()), config_.features));
   }
   router_.register_client(client_id_, *this);
 }
@@ -422,6 +420,7 @@ void Session::handle_ack(const wire::Message& message) {
     return;
   }
   router_.acknowledge(client_id_, message.sequence);
+  if (!wire::has_feature(config_.features, wire::Feature::BatchedAcks)) return;  // unknown to this router
   for (std::size_t i = 0; i < message.sequences.size(); ++i) router_.acknowledge(client_id_, message.sequences[i]);
 }
 

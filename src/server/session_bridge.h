@@ -24,6 +24,10 @@
 
 namespace debra::server {
 
+// The optional protocol features a router takes and sends (docs/protocol.md, "Features").
+inline constexpr std::uint64_t kRouterFeatures = static_cast<std::uint64_t>(wire::Feature::BatchedAcks) |
+                                                 static_cast<std::uint64_t>(wire::Feature::BatchedReplies);
+
 // SessionConfig: the protocol limits a session enforces and announces.
 struct SessionConfig {
   // max_frame_size: the largest frame body accepted (and announced in Welcome).
@@ -42,6 +46,10 @@ struct SessionConfig {
   // Unauthenticated at their registration. With require_token or require_certificate, an allowed
   // legacy client registers any id unauthenticated (docs/security.md).
   bool allow_legacy = true;
+  // features: the optional features announced in Welcome and used (--protocol-features). Without
+  // BatchedAcks an Ack's sequences are ignored and without BatchedReplies every Reply is single, as by
+  // a router that predates them.
+  std::uint64_t features = kRouterFeatures;
 };
 
 // SessionCounters: protocol events across the sessions of one server thread (owned by its Worker).

@@ -5,6 +5,8 @@
 // chatting through the same router.
 #include <gtest/gtest.h>
 
+#include <map>
+#include <atomic>
 #include <functional>
 #include <mutex>
 #include <random>
@@ -324,6 +326,92 @@ TEST_F(ProtocolIntegration, ABatchedAckTakesExactlyTheDeliveriesItNames) {
     EXPECT_EQ(delivery->sequence, sequences[k]);
   }
   EXPECT_FALSE((*again)->next_message(300ms)) << "more than the unacknowledged messages came again";
+  expect_pair_still_chatting();
+}
+
+// A router run with --protocol-features none acts as one that predates the features: its Welcome
+// announces none, every message gets a Reply of its own, and an Ack counts for its first sequence
+// only. Against it libdebra must acknowledge each delivery in an Ack of its own, which only the
+// senders' receipts show: every message of a burst must get its Delivered receipt.
+TEST_F(ProtocolIntegration, AgainstARouterWithoutTheFeaturesLibdebraAcknowledgesEachDeliveryAlone) {
+  ASSERT_NO_FATAL_FAILURE(start({"--protocol-features", "none"}));
+  auto options = raw_options(server_, true);
+  options.features = kBatchedFeatures;
+  auto raw = RawClient::connect(options);
+  ASSERT_TRUE(raw) << raw.error().message;
+  RawClient& client = **raw;
+  constexpr std::int32_t kRaw = 83;
+  client.send(wire::encode_registration(kRaw, {}, kBatchedFeatures));
+  auto welcome = client.wait_for(MessageType::Welcome, 10s);
+  ASSERT_TRUE(welcome);
+  EXPECT_EQ(welcome->features, 0u) << welcome->describe();
+
+  constexpr std::uint64_t kBurst = 50;
+  Bytes burst;
+  for (std::uint64_t k = 0; k < kBurst; ++k) {
+    burst = concat(std::move(burst), wire::encode_client_to_client(kRaw, 2, 2000 + k, to_bytes("burst")));
+  }
+  client.send(burst);
+  for (std::uint64_t k = 0; k < kBurst; ++k) {
+    auto reply = client.wait_for(MessageType::Reply, 10s);
+    ASSERT_TRUE(reply) << k << " of " << kBurst << " messages answered";
+    EXPECT_EQ(reply->message_id, 2000 + k);
+    EXPECT_TRUE(reply->message_ids.empty()) << reply->describe();
+  }
+  for (std::uint64_t k = 0; k < kBurst; ++k) ASSERT_TRUE(bob_->receive(10s)) << "bob received " << k;
+
+  // Receipts, in the order the router took the acknowledgements, collected per recipient.
+  std::mutex mutex;
+  std::map<std::int32_t, std::vector<std::uint64_t>> delivered;
+  auto send_with_receipt = [&](std::int32_t to, const std::string& text) {
+    SendOptions send_options;
+    send_options.on_receipt = [&](const Receipt& r) {
+      std::lock_guard lock(mutex);
+      if (r.delivered) delivered[r.recipient].push_back(r.message_id);
+    };
+    return alice_->send(to, to_bytes(text), std::move(send_options));
+  };
+  auto accepted_id = [](std::future<SendResult> sent) {
+    auto result = await(std::move(sent));
+    EXPECT_EQ(result.status, SendStatus::Accepted) << describe(result);
+    return result.message_id;
+  };
+  auto receipts_for = [&](std::int32_t recipient, std::size_t count) {
+    wait_until(
+        [&] {
+          std::lock_guard lock(mutex);
+          return delivered[recipient].size() >= count;
+        },
+        10s);
+    std::lock_guard lock(mutex);
+    return delivered[recipient];
+  };
+
+  // An Ack naming two deliveries takes the first; a single Ack then takes the third.
+  std::vector<std::uint64_t> ids;
+  std::vector<std::uint64_t> sequences;
+  for (int k = 0; k < 3; ++k) {
+    ids.push_back(accepted_id(send_with_receipt(kRaw, "r" + std::to_string(k))));
+    auto delivery = client.wait_for(MessageType::ClientToClient, 10s);
+    ASSERT_TRUE(delivery) << "delivery " << k;
+    sequences.push_back(delivery->sequence);
+  }
+  client.send(frame_of(wire::view_acks(std::vector<std::uint64_t>{sequences[0], sequences[1]})));
+  client.send(wire::encode_ack(sequences[2]));
+  EXPECT_EQ(receipts_for(kRaw, 2), (std::vector<std::uint64_t>{ids[0], ids[2]}));
+
+  // libdebra, which would batch the acknowledgements of a burst, must not.
+  constexpr std::int32_t kLibdebra = 84;
+  auto recipient = connect_client(server_, kLibdebra);
+  ASSERT_NE(recipient, nullptr);
+  std::atomic<int> received = 0;
+  recipient->set_message_handler([&](Message) { ++received; });
+  std::vector<std::future<SendResult>> burst_sent;
+  for (std::uint64_t k = 0; k < kBurst; ++k) burst_sent.push_back(send_with_receipt(kLibdebra, "b" + std::to_string(k)));
+  std::vector<std::uint64_t> burst_ids;
+  for (auto& sent : burst_sent) burst_ids.push_back(accepted_id(std::move(sent)));
+  EXPECT_EQ(receipts_for(kLibdebra, kBurst), burst_ids);
+  EXPECT_EQ(received, static_cast<int>(kBurst));
   expect_pair_still_chatting();
 }
 

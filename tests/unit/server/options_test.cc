@@ -79,6 +79,31 @@ TEST(ServerOptions, ThreadsDefaultToOnePerCpuAndAreBounded) {
   EXPECT_NE(too_many.parse_error.find("--threads"), std::string::npos) << too_many.parse_error;
 }
 
+TEST(ServerOptions, ProtocolFeaturesDefaultToAllAndCanBeTurnedOff) {
+  const auto acks = static_cast<std::uint64_t>(wire::Feature::BatchedAcks);
+  const auto replies = static_cast<std::uint64_t>(wire::Feature::BatchedReplies);
+  auto by_default = parse({});
+  ASSERT_TRUE(by_default.config) << by_default.parse_error;
+  EXPECT_EQ(by_default.config->session.features, acks | replies);
+  auto one = parse({"--protocol-features", "batched-replies"});
+  ASSERT_TRUE(one.config) << one.parse_error;
+  EXPECT_EQ(one.config->session.features, replies);
+  auto none = parse({"--protocol-features", "none"});
+  ASSERT_TRUE(none.config) << none.parse_error;
+  EXPECT_EQ(none.config->session.features, 0u);
+  ConfigFile file("protocol-features = \"batched-acks,batched-replies\"\n");
+  auto from_file = parse({"--config", file.path()});
+  ASSERT_TRUE(from_file.config) << from_file.parse_error;
+  EXPECT_EQ(from_file.config->session.features, acks | replies);
+
+  auto mixed = parse({"--protocol-features", "none,batched-acks"});
+  ASSERT_FALSE(mixed.config);
+  EXPECT_NE(mixed.config.error().message.find("none goes alone"), std::string::npos) << mixed.config.error().message;
+  auto unknown = parse({"--protocol-features", "batched-everything"});
+  EXPECT_FALSE(unknown.config);
+  EXPECT_NE(unknown.parse_error.find("batched-everything"), std::string::npos) << unknown.parse_error;
+}
+
 TEST(ServerOptions, ConfigFileSetsOptionsOfEveryValueType) {
   ConfigFile file(R"(# a router for the lab
 listen = "[::1]:5000"
