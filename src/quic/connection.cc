@@ -483,7 +483,7 @@ bool Connection::write_streams(Timestamp now) {
   std::size_t max_udp = ngtcp2_conn_get_max_tx_udp_payload_size(conn_);
   std::size_t path_udp = ngtcp2_conn_get_path_max_tx_udp_payload_size(conn_);
   std::size_t max_packets = std::clamp<std::size_t>(ngtcp2_conn_get_send_quantum(conn_) / path_udp, 1,
-                                                    std::min(kMaxPacketsPerFlush, buffer.size() / max_udp));
+                                                    std::min(kMaxPacketsPerFlush, buffer.size() / path_udp));
   ngtcp2_path_storage ps;
   ngtcp2_path_storage_zero(&ps);
   ngtcp2_pkt_info info{};
@@ -561,8 +561,9 @@ bool Connection::write_streams(Timestamp now) {
     if (segment == 0) segment = size;
     batch_bytes += size;
     ++packets;
-    // A packet larger than the path is known to carry is a Path MTU probe: it goes alone, so that a
-    // path that refuses it (EMSGSIZE) loses only the probe, never the packets batched with it.
+    // A packet larger than the path is known to carry is a Path MTU probe: it goes alone. As the
+    // first segment of a GSO batch it would set the segment size, and a route that refuses that size
+    // fails the whole batch (EINVAL), where only the probe was meant to be at risk.
     if (size < segment || size > path_udp || batch_bytes + max_udp > buffer.size()) send_batch();
     if (packets >= max_packets) break;
   }

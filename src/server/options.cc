@@ -1,14 +1,27 @@
 // SPDX-License-Identifier: MIT
 #include "server/options.h"
 
+#include <array>
 #include <cstdio>
 #include <limits>
 #include <memory>
+#include <string_view>
+#include <utility>
 
 #include "policy/policy_file.h"
 #include "server/toml_config.h"
 
 namespace debra::server {
+namespace {
+
+// --protocol-features: the name of each optional feature the router implements (all of
+// kRouterFeatures, which options_test checks).
+constexpr std::array<std::pair<std::string_view, wire::Feature>, 2> kFeatureNames{{
+    {"batched-acks", wire::Feature::BatchedAcks},
+    {"batched-replies", wire::Feature::BatchedReplies},
+}};
+
+}  // namespace
 
 ServerOptions::ServerOptions(CLI::App& app) : ttl_s_(static_cast<double>(config_.store.ttl_ms) / 1000) {
   app.config_formatter(std::make_shared<TomlConfig>(app));
@@ -33,12 +46,17 @@ ServerOptions::ServerOptions(CLI::App& app) : ttl_s_(static_cast<double>(config_
                  "Native mode: unidirectional delivery streams per connection")
       ->capture_default_str()
       ->check(CLI::Range(1u, 64u));
+  std::vector<std::string> feature_names{"none"};
+  for (const auto& [name, bit] : kFeatureNames) {
+    feature_names.emplace_back(name);
+    protocol_features_.emplace_back(name);
+  }
   app.add_option("--protocol-features", protocol_features_,
-                 "Optional protocol features to announce and use, comma-separated, or none (docs/protocol.md); "
-                 "without one the router behaves as one that predates it")
+                 "Optional protocol features to announce and use (docs/protocol.md, Features), comma-separated, "
+                 "or none; one left out is neither offered nor taken, as by a router that predates it")
       ->capture_default_str()
       ->delimiter(',')
-      ->check(CLI::IsMember({"batched-acks", "batched-replies", "none"}));
+      ->check(CLI::IsMember(feature_names));
   app.add_option("--retry-threshold", config_.quic.retry_threshold,
                  "Handshakes in progress above which clients must validate their address with Retry (0: always)")
       ->capture_default_str();
@@ -141,9 +159,10 @@ Result<ServerConfig, Error> ServerOptions::finish() {
   for (const std::string& feature : protocol_features_) {
     if (feature == "none") {
       if (protocol_features_.size() > 1) return make_error("--protocol-features: none goes alone");
-    } else {
-      config_.session.features |= static_cast<std::uint64_t>(feature == "batched-acks" ? wire::Feature::BatchedAcks
-                                                                                         : wire::Feature::BatchedReplies);
+      continue;
+    }
+    for (const auto& [name, bit] : kFeatureNames) {
+      if (feature == name) config_.session.features |= static_cast<std::uint64_t>(bit);
     }
   }
   config_.session.require_token = auth_mode_ == "token";

@@ -41,7 +41,7 @@ class ServerOptions {
   std::string auth_mode_ = "none";
   std::string legacy_policy_;
   bool allow_anonymous_ = false;
-  std::vector<std::string> protocol_features_{"batched-acks", "batched-replies"};
+  std::vector<std::string> protocol_features_;  // every feature the router knows, unless given
 };
 
 }  // namespace debra::server

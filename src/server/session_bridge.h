@@ -24,7 +24,8 @@
 
 namespace debra::server {
 
-// The optional protocol features a router takes and sends (docs/protocol.md, "Features").
+// The optional protocol features this router implements (docs/protocol.md, "Features"): what it
+// announces and uses unless --protocol-features names fewer (SessionConfig::features).
 inline constexpr std::uint64_t kRouterFeatures = static_cast<std::uint64_t>(wire::Feature::BatchedAcks) |
                                                  static_cast<std::uint64_t>(wire::Feature::BatchedReplies);
 

@@ -5,9 +5,9 @@
 // chatting through the same router.
 #include <gtest/gtest.h>
 
-#include <map>
 #include <atomic>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -355,19 +355,24 @@ TEST_F(ProtocolIntegration, AgainstARouterWithoutTheFeaturesLibdebraAcknowledges
   for (std::uint64_t k = 0; k < kBurst; ++k) {
     auto reply = client.wait_for(MessageType::Reply, 10s);
     ASSERT_TRUE(reply) << k << " of " << kBurst << " messages answered";
+    EXPECT_EQ(reply->status, wire::DeliveryStatus::Accepted) << reply->describe();
     EXPECT_EQ(reply->message_id, 2000 + k);
     EXPECT_TRUE(reply->message_ids.empty()) << reply->describe();
   }
   for (std::uint64_t k = 0; k < kBurst; ++k) ASSERT_TRUE(bob_->receive(10s)) << "bob received " << k;
 
-  // Receipts, in the order the router took the acknowledgements, collected per recipient.
-  std::mutex mutex;
-  std::map<std::int32_t, std::vector<std::uint64_t>> delivered;
+  // Receipts, in the order the router took the acknowledgements, collected per recipient. Shared
+  // with alice's handlers, which outlive this test's body (one message is never acknowledged).
+  struct Receipts {
+    std::mutex mutex;
+    std::map<std::int32_t, std::vector<std::uint64_t>> delivered;
+  };
+  auto receipts = std::make_shared<Receipts>();
   auto send_with_receipt = [&](std::int32_t to, const std::string& text) {
     SendOptions send_options;
-    send_options.on_receipt = [&](const Receipt& r) {
-      std::lock_guard lock(mutex);
-      if (r.delivered) delivered[r.recipient].push_back(r.message_id);
+    send_options.on_receipt = [receipts](const Receipt& r) {
+      std::lock_guard lock(receipts->mutex);
+      if (r.delivered) receipts->delivered[r.recipient].push_back(r.message_id);
     };
     return alice_->send(to, to_bytes(text), std::move(send_options));
   };
@@ -379,12 +384,12 @@ TEST_F(ProtocolIntegration, AgainstARouterWithoutTheFeaturesLibdebraAcknowledges
   auto receipts_for = [&](std::int32_t recipient, std::size_t count) {
     wait_until(
         [&] {
-          std::lock_guard lock(mutex);
-          return delivered[recipient].size() >= count;
+          std::lock_guard lock(receipts->mutex);
+          return receipts->delivered[recipient].size() >= count;
         },
         10s);
-    std::lock_guard lock(mutex);
-    return delivered[recipient];
+    std::lock_guard lock(receipts->mutex);
+    return receipts->delivered[recipient];
   };
 
   // An Ack naming two deliveries takes the first; a single Ack then takes the third.
@@ -402,9 +407,9 @@ TEST_F(ProtocolIntegration, AgainstARouterWithoutTheFeaturesLibdebraAcknowledges
 
   // libdebra, which would batch the acknowledgements of a burst, must not.
   constexpr std::int32_t kLibdebra = 84;
+  std::atomic<int> received = 0;  // before the client whose handler counts into it
   auto recipient = connect_client(server_, kLibdebra);
   ASSERT_NE(recipient, nullptr);
-  std::atomic<int> received = 0;
   recipient->set_message_handler([&](Message) { ++received; });
   std::vector<std::future<SendResult>> burst_sent;
   for (std::uint64_t k = 0; k < kBurst; ++k) burst_sent.push_back(send_with_receipt(kLibdebra, "b" + std::to_string(k)));

@@ -6,6 +6,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
 
 #include "raw_client.h"
 #include "server_process.h"
@@ -23,7 +26,7 @@ constexpr std::size_t kInitialPacketLimit = 1200;
 // sending to itself so that both ends carry stream data.
 class ThroughRelay : public ::testing::Test {
  protected:
-  void start(std::size_t path_limit = SIZE_MAX) {
+  void start(std::size_t path_limit = std::numeric_limits<std::size_t>::max()) {
     ASSERT_TRUE(server_.start(with_args({"--rate-messages", "0", "--rate-bytes", "0"})));
     auto relay = UdpRelay::start(server_.address(), "127.0.0.1", [this, path_limit](UdpRelay::Direction to, auto bytes) {
       if (bytes.size() > path_limit) {
@@ -79,8 +82,8 @@ TEST_F(ThroughRelay, PathMtuDiscoveryTakesPacketsPast1200BytesBothWays) {
 }
 
 // A path that silently drops datagrams over 1,300 bytes (a tunnel, say): the larger probes are lost,
-// and the probes are all that is lost. Every message arrives, in order, and the packets settle at a
-// size the path carries, above 1,200 bytes (ngtcp2 tries 1,406, then 1,342, then 1,232 bytes).
+// the packets settle at a size the path carries, above 1,200 bytes (ngtcp2 tries 1,406, then 1,342,
+// then 1,232 bytes), and every message arrives whole and in order meanwhile.
 TEST_F(ThroughRelay, ProbesLostOnANarrowerPathLoseNoMessage) {
   constexpr std::size_t kPathLimit = 1300;
   ASSERT_NO_FATAL_FAILURE(start(kPathLimit));

@@ -84,6 +84,7 @@ TEST(ServerOptions, ProtocolFeaturesDefaultToAllAndCanBeTurnedOff) {
   const auto replies = static_cast<std::uint64_t>(wire::Feature::BatchedReplies);
   auto by_default = parse({});
   ASSERT_TRUE(by_default.config) << by_default.parse_error;
+  EXPECT_EQ(by_default.config->session.features, kRouterFeatures) << "a feature --protocol-features cannot name";
   EXPECT_EQ(by_default.config->session.features, acks | replies);
   auto one = parse({"--protocol-features", "batched-replies"});
   ASSERT_TRUE(one.config) << one.parse_error;
