@@ -16,6 +16,11 @@ namespace {
 constexpr std::size_t kCidLength = 18;
 constexpr std::size_t kMaxVectorsPerWrite = 16;
 constexpr std::size_t kMaxPacketsPerFlush = 64;
+// QUIC's smallest packet size, which every path carries (RFC 9000, section 14).
+constexpr std::size_t kMinPacket = 1200;
+// Probe timeouts in a row, without an acknowledgement, after which packets larger than kMinPacket
+// are taken to be what the path drops.
+constexpr std::size_t kBlackHoleProbeTimeouts = 3;
 
 ngtcp2_addr to_ngtcp2(const net::Address& address) {
   return {const_cast<ngtcp2_sockaddr*>(reinterpret_cast<const ngtcp2_sockaddr*>(&address.storage)), address.length};
@@ -482,6 +487,20 @@ bool Connection::write_streams(Timestamp now) {
   // room only for the path's size, the path stayed at 1,200 bytes for the connection's whole life.
   std::size_t max_udp = ngtcp2_conn_get_max_tx_udp_payload_size(conn_);
   std::size_t path_udp = ngtcp2_conn_get_path_max_tx_udp_payload_size(conn_);
+  if (path_udp > kMinPacket && !small_packets_) {
+    // A route whose MTU fell below the discovered size drops every full packet, and ngtcp2 0.12
+    // would go on sending them until the connection timed out (RFC 8899, section 4.3: black-hole
+    // detection is the sender's job). Probe timeouts in a row are the sign; smaller packets are
+    // always carried, and without room for larger ones ngtcp2 also stops probing.
+    ngtcp2_conn_stat stat;
+    ngtcp2_conn_get_conn_stat(conn_, &stat);
+    if (stat.pto_count >= kBlackHoleProbeTimeouts) {
+      small_packets_ = true;
+      spdlog::info("quic: {}: {} probe timeouts in a row with {}-byte packets: {} bytes from now on",
+                   remote_.to_string(), stat.pto_count, path_udp, kMinPacket);
+    }
+  }
+  if (small_packets_) max_udp = path_udp = kMinPacket;
   std::size_t max_packets = std::clamp<std::size_t>(ngtcp2_conn_get_send_quantum(conn_) / path_udp, 1,
                                                     std::min(kMaxPacketsPerFlush, buffer.size() / path_udp));
   ngtcp2_path_storage ps;

@@ -222,6 +222,9 @@ class Connection {
   net::EventLoop::TimerId timer_ = 0;
   Timestamp timer_deadline_ = 0;
   bool flush_scheduled_ = false;
+  // Path MTU black hole: the path stopped carrying the size discovery found, so every packet from
+  // then on is 1,200 bytes (ngtcp2 0.12 never lowers a discovered size itself).
+  bool small_packets_ = false;
 };
 
 // Transport: what a connection needs from its endpoint.

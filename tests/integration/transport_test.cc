@@ -22,14 +22,15 @@ namespace {
 constexpr std::size_t kInitialPacketLimit = 1200;
 
 // A router, a relay that counts the datagrams over 1,200 bytes each way (and drops those over
-// path_limit, as a narrower path would), and a raw client registered as id 7 through the relay,
+// path_limit_, as a narrower path would), and a raw client registered as id 7 through the relay,
 // sending to itself so that both ends carry stream data.
 class ThroughRelay : public ::testing::Test {
  protected:
   void start(std::size_t path_limit = std::numeric_limits<std::size_t>::max()) {
+    path_limit_ = path_limit;
     ASSERT_TRUE(server_.start(with_args({"--rate-messages", "0", "--rate-bytes", "0"})));
-    auto relay = UdpRelay::start(server_.address(), "127.0.0.1", [this, path_limit](UdpRelay::Direction to, auto bytes) {
-      if (bytes.size() > path_limit) {
+    auto relay = UdpRelay::start(server_.address(), "127.0.0.1", [this](UdpRelay::Direction to, auto bytes) {
+      if (bytes.size() > path_limit_) {
         ++dropped_;
         return UdpRelay::Verdict::Drop;
       }
@@ -49,7 +50,26 @@ class ThroughRelay : public ::testing::Test {
     ASSERT_TRUE(client_->register_id(7));
   }
 
-  // Declared before the relay, whose thread counts into them until it stops.
+  // Sends one 16 KiB message to itself and waits for its delivery.
+  ::testing::AssertionResult round_trip(std::chrono::milliseconds timeout) {
+    client_->send(wire::encode_client_to_client(7, 7, ++message_id_, payload_));
+    auto delivery = client_->wait_for(wire::MessageType::ClientToClient, timeout);
+    if (!delivery) return ::testing::AssertionFailure() << "message " << message_id_ << " never arrived";
+    if (delivery->message_id != message_id_ || delivery->payload != payload_) {
+      return ::testing::AssertionFailure() << "message " << message_id_ << " arrived damaged or out of order";
+    }
+    return ::testing::AssertionSuccess();
+  }
+  // Round trips until Path MTU discovery has taken both ends past 1,200 bytes: true, or false after
+  // timeout.
+  bool discover(std::chrono::milliseconds timeout) {
+    return wait_until([&] { return round_trip(2s) && large_to_server_ >= 40 && large_to_client_ >= 40; }, timeout);
+  }
+
+  const std::vector<std::uint8_t> payload_ = std::vector<std::uint8_t>(16 * 1024, 0x5a);
+  std::uint64_t message_id_ = 0;
+  // Declared before the relay, whose thread reads and counts into them until it stops.
+  std::atomic<std::size_t> path_limit_ = std::numeric_limits<std::size_t>::max();
   std::atomic<int> large_to_server_ = 0;
   std::atomic<int> large_to_client_ = 0;
   std::atomic<int> dropped_ = 0;
@@ -64,21 +84,10 @@ class ThroughRelay : public ::testing::Test {
 // it tries, so only many large datagrams each way show packets that carry data at the larger size.
 TEST_F(ThroughRelay, PathMtuDiscoveryTakesPacketsPast1200BytesBothWays) {
   ASSERT_NO_FATAL_FAILURE(start());
-
   // 16 KiB messages to itself, so that both ends send stream data that fills packets, until 40
   // large datagrams went each way (about three messages' worth at 1,444 bytes).
-  constexpr int kWanted = 40;
-  const std::vector<std::uint8_t> payload(16 * 1024, 0x5a);
-  std::uint64_t message_id = 1;
-  bool enough = wait_until(
-      [&] {
-        client_->send(wire::encode_client_to_client(7, 7, message_id++, payload));
-        auto delivery = client_->wait_for(wire::MessageType::ClientToClient, 2s);
-        return delivery && large_to_server_ >= kWanted && large_to_client_ >= kWanted;
-      },
-      10s);
-  EXPECT_TRUE(enough) << "after " << message_id - 1 << " messages of 16 KiB: " << large_to_server_
-                      << " datagrams over 1,200 bytes to the router, " << large_to_client_ << " to the client";
+  EXPECT_TRUE(discover(10s)) << "after " << message_id_ << " messages of 16 KiB: " << large_to_server_
+                             << " datagrams over 1,200 bytes to the router, " << large_to_client_ << " to the client";
 }
 
 // A path that silently drops datagrams over 1,300 bytes (a tunnel, say): the larger probes are lost,
@@ -125,6 +134,23 @@ TEST_F(ThroughRelay, ProbesLostOnANarrowerPathLoseNoMessage) {
   EXPECT_TRUE(grew) << "the packets never grew past 1,200 bytes on a path that carries 1,300 ("
                     << large_to_server_ + large_to_client_ << " datagrams did)";
   EXPECT_GT(dropped_, 0) << "no probe larger than the path was sent: the test shows nothing";
+}
+
+// A path that carried 1,444-byte packets and then stops (a route change into a tunnel): ngtcp2 0.12
+// would go on sending packets the path drops until the connection timed out. Both ends must notice
+// the probe timeouts in a row, fall back to 1,200 bytes, and carry on within a second or so.
+TEST_F(ThroughRelay, APathThatShrinksAfterDiscoveryFallsBackTo1200Bytes) {
+  ASSERT_NO_FATAL_FAILURE(start());
+  ASSERT_TRUE(discover(10s));
+  path_limit_ = 1300;
+  const auto shrunk = std::chrono::steady_clock::now();
+  ASSERT_TRUE(round_trip(10s)) << "the first message after the path shrank";
+  const auto stalled = std::chrono::steady_clock::now() - shrunk;
+  EXPECT_LT(stalled, 5s) << "ngtcp2's idle timeout is 30 s: the fallback is what brought the message through";
+  EXPECT_GT(dropped_, 0);
+  for (int k = 0; k < 20; ++k) ASSERT_TRUE(round_trip(2s)) << "after the fallback";
+  EXPECT_TRUE(wait_until([&] { return server_.stderr_text().find("1200 bytes from now on") != std::string::npos; }, 2s))
+      << "the router did not say it fell back";
 }
 
 }  // namespace
