@@ -496,7 +496,8 @@ bool Connection::write_streams(Timestamp now) {
     ngtcp2_conn_get_conn_stat(conn_, &stat);
     if (stat.pto_count >= kBlackHoleProbeTimeouts) {
       small_packets_ = true;
-      spdlog::info("quic: {}: {} probe timeouts in a row with {}-byte packets: {} bytes from now on",
+      // Debug, not info: a peer that vanished with data in flight looks the same.
+      spdlog::debug("quic: {}: {} probe timeouts in a row with {}-byte packets: {} bytes from now on",
                    remote_.to_string(), stat.pto_count, path_udp, kMinPacket);
     }
   }
