@@ -498,7 +498,7 @@ bool Connection::write_streams(Timestamp now) {
       small_packets_ = true;
       // Debug, not info: a peer that vanished with data in flight looks the same.
       spdlog::debug("quic: {}: {} probe timeouts in a row with {}-byte packets: {} bytes from now on",
-                   remote_.to_string(), stat.pto_count, path_udp, kMinPacket);
+                    remote_.to_string(), stat.pto_count, path_udp, kMinPacket);
     }
   }
   if (small_packets_) max_udp = path_udp = kMinPacket;
