@@ -23,8 +23,6 @@ namespace {
 
 constexpr std::size_t kReceiveBatch = 32;
 constexpr std::size_t kMaxDatagram = 65536;
-// Every path QUIC runs on carries datagrams of this size (RFC 9000, section 14).
-constexpr std::size_t kMinQuicDatagram = 1200;
 constexpr int kSocketBufferBytes = 4 * 1024 * 1024;
 
 // The receive buffers (2 MiB), one set per thread rather than per socket: a datagram is only valid
@@ -183,17 +181,12 @@ void UdpSocket::receive(const std::function<void(const Datagram&)>& on_datagram)
 void UdpSocket::send(const Address& remote, const Address& local, std::span<const std::uint8_t> data,
                      std::size_t segment_size) {
   if (data.size() > segment_size && !gso_) {
-    send_each(remote, local, data, segment_size);
+    for (std::size_t off = 0; off < data.size(); off += segment_size) {
+      send_one(remote, local, data.subspan(off, std::min(segment_size, data.size() - off)), segment_size);
+    }
     return;
   }
   send_one(remote, local, data, segment_size);
-}
-
-void UdpSocket::send_each(const Address& remote, const Address& local, std::span<const std::uint8_t> data,
-                          std::size_t segment_size) {
-  for (std::size_t off = 0; off < data.size(); off += segment_size) {
-    send_one(remote, local, data.subspan(off, std::min(segment_size, data.size() - off)), segment_size);
-  }
 }
 
 void UdpSocket::send_one(const Address& remote, const Address& local, std::span<const std::uint8_t> data,
@@ -249,12 +242,6 @@ void UdpSocket::send_one(const Address& remote, const Address& local, std::span<
   std::size_t datagrams = (data.size() + segment_size - 1) / segment_size;
   if (n < 0) {
     if ((errno == EIO || errno == EINVAL) && data.size() > segment_size && gso_) {
-      if (errno == EINVAL && segment_size > kMinQuicDatagram) {
-        // Segments larger than QUIC's minimum can be refused for this route alone (its MTU fell below
-        // what Path MTU discovery found): each goes alone this time, and GSO stays on for the others.
-        send_each(remote, local, data, segment_size);
-        return;
-      }
       // The kernel or device cannot segment: fall back to one datagram per call for good.
       gso_ = false;
       send(remote, local, data, segment_size);

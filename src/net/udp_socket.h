@@ -69,9 +69,6 @@ class UdpSocket {
   Result<void, Error> configure();
   void send_one(const Address& remote, const Address& local, std::span<const std::uint8_t> data,
                 std::size_t segment_size);
-  // Each segment_size piece of data in a sendmsg of its own.
-  void send_each(const Address& remote, const Address& local, std::span<const std::uint8_t> data,
-                 std::size_t segment_size);
 
   int fd_ = -1;
   bool connected_ = false;

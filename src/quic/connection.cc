@@ -583,7 +583,7 @@ bool Connection::write_streams(Timestamp now) {
     ++packets;
     // A packet larger than the path is known to carry is a Path MTU probe: it goes alone. As the
     // first segment of a GSO batch it would set the segment size, and a route that refuses that size
-    // fails the whole batch (EINVAL), where only the probe was meant to be at risk.
+    // fails the whole batch (EMSGSIZE), where only the probe was meant to be at risk.
     if (size < segment || size > path_udp || batch_bytes + max_udp > buffer.size()) send_batch();
     if (packets >= max_packets) break;
   }

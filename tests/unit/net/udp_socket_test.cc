@@ -5,9 +5,18 @@
 #include "net/udp_socket.h"
 
 #include <gtest/gtest.h>
+#include <net/if.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
 #include <vector>
 
 namespace debra::net {
@@ -66,6 +75,65 @@ TEST(UdpSocket, SingleAndEmptyDatagramsAreNotSplit) {
   EXPECT_EQ(received[0], one);
   EXPECT_TRUE(received[1].empty());
   EXPECT_EQ(receiver->stats().coalesced_receives, 0u);
+}
+
+// A route whose MTU is smaller than a GSO batch's segments refuses the whole batch (EMSGSIZE, the
+// socket sets don't-fragment): as when a path shrinks under a connection that Path MTU discovery
+// had taken to 1,444-byte packets. That batch is lost, every datagram of it, but GSO stays on for
+// every other peer of the socket: the kernel can segment, it only refused the size. The route is lo
+// in a network namespace of the test's own, with an MTU of 1,300 (root only; the machine's
+// interfaces are left alone).
+TEST(UdpSocket, ARouteThatRefusesTheSegmentSizeDoesNotTurnGsoOff) {
+  struct Outcome {
+    std::string skip;  // why the namespace could not be made
+    std::uint64_t dropped_first = 0;
+    bool gso_after_refusal = false;
+    std::size_t received_after = 0;
+    bool gso_at_start = false;
+  } outcome;
+  // Namespaces are per thread: this one's sockets live in the new namespace, the process stays out.
+  std::thread([&] {
+    if (::unshare(CLONE_NEWNET) != 0) {
+      outcome.skip = std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
+      return;
+    }
+    int control = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    ifreq lo{};
+    std::strncpy(lo.ifr_name, "lo", IFNAMSIZ - 1);
+    lo.ifr_mtu = 1300;
+    bool ready = ::ioctl(control, SIOCSIFMTU, &lo) == 0;
+    ready = ready && ::ioctl(control, SIOCGIFFLAGS, &lo) == 0;
+    lo.ifr_flags = static_cast<short>(lo.ifr_flags | IFF_UP);
+    ready = ready && ::ioctl(control, SIOCSIFFLAGS, &lo) == 0;
+    ::close(control);
+    if (!ready) {
+      outcome.skip = std::string("setting up lo: ") + std::strerror(errno);
+      return;
+    }
+    auto receiver = UdpSocket::bind(*Address::parse("127.0.0.1:0"));
+    if (!receiver) {
+      outcome.skip = "no socket in the namespace: " + receiver.error().message;
+      return;
+    }
+    auto sender = UdpSocket::connect(receiver->local_address());
+    if (!sender) {
+      outcome.skip = "no socket in the namespace: " + sender.error().message;
+      return;
+    }
+    outcome.gso_at_start = sender->gso_enabled();
+    const std::vector<std::uint8_t> too_large(3 * 1444, 0x11);
+    sender->send(receiver->local_address(), sender->local_address(), too_large, 1444);
+    outcome.dropped_first = sender->stats().send_dropped;
+    outcome.gso_after_refusal = sender->gso_enabled();
+    const std::vector<std::uint8_t> fitting(3 * 1200, 0x22);
+    sender->send(receiver->local_address(), sender->local_address(), fitting, 1200);
+    outcome.received_after = receive_datagrams(*receiver, 3).size();
+  }).join();
+  if (!outcome.skip.empty()) GTEST_SKIP() << outcome.skip;
+  if (!outcome.gso_at_start) GTEST_SKIP() << "no UDP GSO on this kernel";
+  EXPECT_EQ(outcome.dropped_first, 3u) << "every datagram of the refused batch is counted as dropped";
+  EXPECT_TRUE(outcome.gso_after_refusal) << "a refused segment size turned GSO off for the whole socket";
+  EXPECT_EQ(outcome.received_after, 3u);
 }
 
 }  // namespace
