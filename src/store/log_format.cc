@@ -41,7 +41,8 @@ std::int64_t get_i64(const std::uint8_t* p) { return static_cast<std::int64_t>(g
 std::uint32_t crc_of(const std::uint8_t* data, std::size_t size) { return util::crc32c({data, size}); }
 
 // Writes the frame (length, salted CRC) in front of the body that follows it in out.
-void seal(std::vector<std::uint8_t>& out, std::size_t frame_start, std::uint32_t salt) {
+template <typename Out>
+void seal(Out& out, std::size_t frame_start, std::uint32_t salt) {
   std::uint8_t* frame = out.data() + frame_start;
   const std::size_t body_size = out.size() - frame_start - kFrameSize;
   put(frame, static_cast<std::uint32_t>(body_size));
@@ -52,7 +53,8 @@ void seal(std::vector<std::uint8_t>& out, std::size_t frame_start, std::uint32_t
 
 std::size_t append_record_size(std::size_t payload_size) { return kPayloadOffset + payload_size; }
 
-void encode_header(const Header& header, std::vector<std::uint8_t>& out) {
+template <typename Out>
+void encode_header(const Header& header, Out& out) {
   const std::size_t start = out.size();
   out.resize(start + kHeaderSize);
   std::uint8_t* p = std::copy(std::begin(kMagic), std::end(kMagic), out.data() + start);
@@ -72,7 +74,8 @@ std::optional<Header> decode_header(std::span<const std::uint8_t> bytes) {
   return header;
 }
 
-void encode(const AppendRecord& record, std::uint32_t salt, std::vector<std::uint8_t>& out) {
+template <typename Out>
+void encode(const AppendRecord& record, std::uint32_t salt, Out& out) {
   const std::size_t start = out.size();
   // Grow geometrically: reserve() to the exact size would reallocate and copy the whole batch on
   // every record once a batch outgrows the largest before it, quadratic in the batch.
@@ -88,11 +91,15 @@ void encode(const AppendRecord& record, std::uint32_t salt, std::vector<std::uin
   *p++ = record.receipt_requested ? 1 : 0;
   p = put(p, static_cast<std::uint64_t>(record.expires_at_ms));
   put(p, static_cast<std::uint64_t>(record.accepted_at_ms));
-  out.insert(out.end(), record.payload.begin(), record.payload.end());
+  if (!record.payload.empty()) {
+    out.resize(out.size() + record.payload.size());
+    std::memcpy(out.data() + start + kPayloadOffset, record.payload.data(), record.payload.size());
+  }
   seal(out, start, salt);
 }
 
-void encode(const RemoveRecord& record, std::uint32_t salt, std::vector<std::uint8_t>& out) {
+template <typename Out>
+void encode(const RemoveRecord& record, std::uint32_t salt, Out& out) {
   const std::size_t start = out.size();
   out.resize(start + kRemoveRecordSize);
   std::uint8_t* p = out.data() + start + kFrameSize;
@@ -102,11 +109,23 @@ void encode(const RemoveRecord& record, std::uint32_t salt, std::vector<std::uin
   seal(out, start, salt);
 }
 
-void encode_end_mark(std::uint32_t salt, std::vector<std::uint8_t>& out) {
+template <typename Out>
+void encode_end_mark(std::uint32_t salt, Out& out) {
   const std::size_t start = out.size();
   out.resize(start + kEndMarkSize);
   put(put(out.data() + start, std::uint32_t{0}), ~salt);
 }
+
+// The two kinds of buffer the encoders write into: plain vectors (tests, tools, a segment's header)
+// and the store's batches.
+#define DEBRA_LOG_ENCODERS(Out)                                                  \
+  template void encode_header<Out>(const Header&, Out&);                        \
+  template void encode<Out>(const AppendRecord&, std::uint32_t, Out&);          \
+  template void encode<Out>(const RemoveRecord&, std::uint32_t, Out&);          \
+  template void encode_end_mark<Out>(std::uint32_t, Out&);
+DEBRA_LOG_ENCODERS(std::vector<std::uint8_t>)
+DEBRA_LOG_ENCODERS(Bytes)
+#undef DEBRA_LOG_ENCODERS
 
 void resalt(std::span<std::uint8_t> record, std::uint32_t from, std::uint32_t to) {
   std::uint8_t* crc = record.data() + 4;

@@ -7,13 +7,40 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "core/delivery.h"
 
 namespace debra::store::log {
+
+// PageAligned: memory on a page boundary, which O_DIRECT writes need of their buffers. Bytes a
+// vector grows by are left as they are, not zeroed: the encoders write every byte they add.
+template <typename T>
+struct PageAligned {
+  using value_type = T;
+  static constexpr std::align_val_t kAlignment{4096};
+  PageAligned() = default;
+  template <typename U>
+  PageAligned(const PageAligned<U>&) {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), kAlignment)); }
+  void deallocate(T* p, std::size_t) { ::operator delete(p, kAlignment); }
+  template <typename U>
+  void construct(U* p) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+  template <typename U>
+  bool operator==(const PageAligned<U>&) const { return true; }
+};
+// Bytes: a batch of records as the store builds it, written to the file as it stands.
+using Bytes = std::vector<std::uint8_t, PageAligned<std::uint8_t>>;
 
 // Segment header: magic, format version, the file's salt, and the first sequence the segment may
 // hold. The base sequence keeps sequences from being reused after every older segment was deleted.
@@ -75,18 +102,24 @@ struct Header {
   std::uint32_t salt = 0;
 };
 
+// The encoders append to out: a std::vector<std::uint8_t>, or Bytes.
+
 // Always writes the current version.
-void encode_header(const Header& header, std::vector<std::uint8_t>& out);
+template <typename Out>
+void encode_header(const Header& header, Out& out);
 // Nothing if bytes do not start with a valid header of a version this build reads.
 std::optional<Header> decode_header(std::span<const std::uint8_t> bytes);
 
-void encode(const AppendRecord& record, std::uint32_t salt, std::vector<std::uint8_t>& out);
-void encode(const RemoveRecord& record, std::uint32_t salt, std::vector<std::uint8_t>& out);
+template <typename Out>
+void encode(const AppendRecord& record, std::uint32_t salt, Out& out);
+template <typename Out>
+void encode(const RemoveRecord& record, std::uint32_t salt, Out& out);
 // The end mark, written after every batch and overwritten by the next: a zero length and the
 // salt's complement, so that neither a zeroed block nor an earlier life's mark reads as one. It
 // ends the records of a reused file, whose earlier records may go on after it mid-record.
 constexpr std::size_t kEndMarkSize = kFrameSize;
-void encode_end_mark(std::uint32_t salt, std::vector<std::uint8_t>& out);
+template <typename Out>
+void encode_end_mark(std::uint32_t salt, Out& out);
 // A whole record copied from a segment salted `from` into one salted `to` (compaction).
 void resalt(std::span<std::uint8_t> record, std::uint32_t from, std::uint32_t to);
 

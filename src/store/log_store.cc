@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +24,12 @@ namespace {
 
 std::string errno_text() { return std::strerror(errno); }
 
+// The unit of O_DIRECT writes: offsets, lengths and buffers are multiples of it. 4 KiB suits every
+// logical block size in use (512 bytes and 4 KiB), and pages.
+constexpr std::uint64_t kDirectBlock = 4096;
+constexpr std::uint64_t align_down(std::uint64_t n) { return n / kDirectBlock * kDirectBlock; }
+constexpr std::uint64_t align_up(std::uint64_t n) { return align_down(n + kDirectBlock - 1); }
+
 // Full writes at an offset: a short write is retried; an error leaves errno set.
 bool write_at(int fd, const std::uint8_t* data, std::size_t size, std::uint64_t offset) {
   while (size > 0) {
@@ -34,6 +41,28 @@ bool write_at(int fd, const std::uint8_t* data, std::size_t size, std::uint64_t 
     data += n;
     size -= static_cast<std::size_t>(n);
     offset += static_cast<std::uint64_t>(n);
+  }
+  return true;
+}
+
+// The same for a gather list, which it consumes.
+bool write_at(int fd, std::vector<iovec>& iov, std::uint64_t offset) {
+  std::size_t first = 0;
+  while (first < iov.size()) {
+    const int count = static_cast<int>(std::min<std::size_t>(iov.size() - first, IOV_MAX));
+    ssize_t n = ::pwritev(fd, iov.data() + first, count, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    offset += static_cast<std::uint64_t>(n);
+    for (auto left = static_cast<std::size_t>(n); left > 0;) {
+      const std::size_t step = std::min(left, iov[first].iov_len);
+      iov[first].iov_base = static_cast<std::uint8_t*>(iov[first].iov_base) + step;
+      iov[first].iov_len -= step;
+      left -= step;
+      if (iov[first].iov_len == 0) ++first;
+    }
   }
   return true;
 }
@@ -104,6 +133,14 @@ LogStore::LogStore(std::string dir, SyncMode sync, core::StoreLimits limits, Log
 LogStore::~LogStore() {
   // The sync thread finishes what it was given; completions it posts now are never run.
   stop_sync_thread();
+  // The thread made every write it was given; what is left is written through the page cache.
+  release_written();
+  direct_ = false;
+  drop_block_prefix();
+  for (auto& [id, segment] : segments_) {
+    if (segment.direct_fd >= 0) ::close(segment.direct_fd);
+    segment.direct_fd = -1;
+  }
   // Whatever is still buffered was never acknowledged to anyone: writing it is safe and saves work.
   // On a clean stop the Remove records no commit waited for go to the disk as well.
   if (failed_.empty()) {
@@ -141,7 +178,7 @@ std::uint64_t LogStore::disk_bytes() const {
   return bytes;
 }
 
-std::uint64_t LogStore::end_offset() const { return segments_.at(active_).written + buffer_.size(); }
+std::uint64_t LogStore::end_offset() const { return segments_.at(active_).written + buffer_.size() - buffer_base_; }
 
 Result<void, Error> LogStore::recover() {
   std::vector<std::uint64_t> ids;
@@ -264,7 +301,7 @@ Result<void, Error> LogStore::replay(std::uint64_t id, Segment& segment, bool ne
     }
     offset += r.size;
   }
-  segment.written = segment.submitted = segment.synced = std::min(offset, size);
+  segment.written = segment.submitted = segment.synced = segment.in_file = std::min(offset, size);
   return {};
 }
 
@@ -276,6 +313,7 @@ Result<void, Error> LogStore::start_segment() {
       segments_[id] = fresh;
       active_ = id;
       active_salt_ = fresh.salt;
+      if (direct_) start_direct_writes();
       return {};
     }
   }
@@ -296,9 +334,10 @@ Result<void, Error> LogStore::start_segment() {
   }
   Segment& segment = segments_[id];
   segment.fd = fd;
-  segment.written = segment.submitted = segment.synced = header.size();
+  segment.written = segment.submitted = segment.synced = segment.in_file = header.size();
   active_ = id;
   active_salt_ = 0;
+  if (direct_) start_direct_writes();
   return {};
 }
 
@@ -325,7 +364,7 @@ bool LogStore::reuse_spare(std::uint64_t id, Segment& segment) {
   }
   segment.fd = spare.fd;
   segment.salt = spare.salt + 1;
-  segment.written = segment.submitted = segment.synced = log::kHeaderSize;
+  segment.written = segment.submitted = segment.synced = segment.in_file = log::kHeaderSize;
   return true;
 }
 
@@ -347,6 +386,7 @@ void LogStore::adopt_spare(std::uint64_t id) {
 
 void LogStore::retire(std::uint64_t id) {
   Segment& segment = segments_.at(id);
+  if (segment.direct_fd >= 0) ::close(segment.direct_fd);
   const std::string path = segment_path(id);
   if (spares_.size() < options_.spare_segments && segment.salt != UINT32_MAX &&
       ::rename(path.c_str(), spare_path(id).c_str()) == 0) {
@@ -513,8 +553,10 @@ std::vector<std::uint8_t> LogStore::read_payload(const Entry& entry) const {
   const std::uint64_t at = entry.offset + log::kPayloadOffset;
   const Segment& segment = segments_.at(entry.segment);
   if (entry.segment == active_ && entry.offset >= segment.written) {
-    const std::size_t from = static_cast<std::size_t>(at - segment.written);
+    const std::size_t from = static_cast<std::size_t>(at - segment.written) + buffer_base_;
     std::copy_n(buffer_.begin() + static_cast<std::ptrdiff_t>(from), payload.size(), payload.begin());
+  } else if (entry.offset >= segment.in_file) {
+    read_in_flight(entry, payload);
   } else if (!payload.empty() && !read_at(segment.fd, payload.data(), payload.size(), at)) {
     // The page cache holds what was written; a failed read here is a failing disk.
     spdlog::error("message log: reading {} bytes at {} of {}: {}", payload.size(), at, segment_path(entry.segment),
@@ -547,7 +589,7 @@ void LogStore::read_payloads(const std::vector<const Entry*>& entries, std::vect
   while (i < entries.size()) {
     const Entry& first = *entries[i];
     const Segment& segment = segments_.at(first.segment);
-    const auto on_disk = [&](const Entry& e) { return e.segment == first.segment && e.offset < segment.written; };
+    const auto on_disk = [&](const Entry& e) { return e.segment == first.segment && e.offset < segment.in_file; };
     std::size_t end = i + 1;
     std::uint64_t run_end = first.offset + log::append_record_size(first.payload_size);
     if (on_disk(first)) {
@@ -610,8 +652,12 @@ Result<void, Error> LogStore::commit_if_always() {
 }
 
 Result<void, Error> LogStore::write_buffer() {
-  if (buffer_.empty()) return {};
+  if (buffer_.size() == buffer_base_) return {};
   Segment& segment = segments_.at(active_);
+  if (segment.direct_fd >= 0) {
+    queue_direct_write(segment);
+    return {};
+  }
   // The end mark goes out with the records and the next write starts on it: in a reused file,
   // it is what tells recovery where this life's records stop.
   const std::size_t records = buffer_.size();
@@ -620,8 +666,103 @@ Result<void, Error> LogStore::write_buffer() {
   buffer_.resize(records);
   if (!ok) return make_error("writing " + segment_path(active_) + ": " + errno_text());
   segment.written += records;
+  segment.in_file = segment.written;
   buffer_.clear();
   return {};
+}
+
+void LogStore::queue_direct_write(Segment& segment) {
+  const std::uint64_t from = segment.written - buffer_base_;
+  const std::size_t records = buffer_.size() - buffer_base_;
+  log::encode_end_mark(active_salt_, buffer_);
+  const std::size_t used = buffer_.size();
+  buffer_.resize(static_cast<std::size_t>(align_up(used)));
+  std::memset(buffer_.data() + used, 0, buffer_.size() - used);  // past the end mark: never read, but not stale memory
+  segment.written += records;
+  auto data = std::make_shared<const log::Bytes>(std::move(buffer_));
+  // The next batch starts with the block these records end in, with room for as much as this one.
+  buffer_ = log::Bytes();
+  buffer_.reserve(data->size());
+  buffer_.assign(data->begin() + static_cast<std::ptrdiff_t>(align_down(segment.written) - from),
+                 data->begin() + static_cast<std::ptrdiff_t>(segment.written - from));
+  buffer_base_ = buffer_.size();
+  in_flight_.push_back(DirectWrite{next_write_++, active_, segment.direct_fd, from, segment.written, std::move(data)});
+}
+
+void LogStore::drop_block_prefix() {
+  buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(buffer_base_));
+  buffer_base_ = 0;
+}
+
+void LogStore::start_direct_writes() {
+  Segment& segment = segments_.at(active_);
+  drop_block_prefix();
+  const std::string path = segment_path(active_);
+  const int fd = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+  if (fd < 0) {
+    // The file system has no O_DIRECT (ramfs): every segment is written through the page cache.
+    spdlog::info("message log: {} cannot be opened with O_DIRECT ({}); writing through the page cache", path,
+                 errno_text());
+    direct_ = false;
+    return;
+  }
+  // A file system that states its alignments for O_DIRECT (ext4, XFS, Linux 6.1 on) must take
+  // whole 4 KiB blocks; one that does not state them is tried as it is.
+  struct statx alignment {};
+  if (::statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &alignment) == 0 && (alignment.stx_mask & STATX_DIOALIGN) != 0 &&
+      (alignment.stx_dio_offset_align == 0 || alignment.stx_dio_offset_align > kDirectBlock ||
+       alignment.stx_dio_mem_align > kDirectBlock)) {
+    spdlog::info("message log: {} takes O_DIRECT at offsets of {} bytes, not 4 KiB; writing through the page cache",
+                 path, alignment.stx_dio_offset_align);
+    ::close(fd);
+    direct_ = false;
+    return;
+  }
+  // The segment's disk space is taken now: on the sync thread a failed write stops the store until a
+  // restart, where a full disk should only refuse messages until there is room again. Without the
+  // space the segment is written through the page cache, whose writes fail here, on the loop, with
+  // StoreUnavailable. (A record larger than what is left of a segment takes more on the thread.)
+  std::vector<std::uint8_t> block(static_cast<std::size_t>(segment.written - align_down(segment.written)));
+  const bool ok = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(align_up(options_.segment_bytes))) == 0 &&
+                  read_at(segment.fd, block.data(), block.size(), align_down(segment.written));
+  if (!ok) {
+    spdlog::warn("message log: preparing {} for O_DIRECT: {}; writing it through the page cache", path, errno_text());
+    ::close(fd);
+    return;
+  }
+  buffer_.insert(buffer_.begin(), block.begin(), block.end());
+  buffer_base_ = block.size();
+  segment.direct_fd = fd;
+}
+
+bool LogStore::writes_direct() const { return segments_.at(active_).direct_fd >= 0; }
+
+void LogStore::release_written() {
+  const std::uint64_t done = writes_done_.load(std::memory_order_acquire);
+  while (!in_flight_.empty() && in_flight_.front().number <= done) {
+    const DirectWrite& write = in_flight_.front();
+    if (auto it = segments_.find(write.segment); it != segments_.end()) {
+      Segment& segment = it->second;
+      segment.in_file = std::max(segment.in_file, write.records_end);
+      // A closed segment needs its O_DIRECT descriptor only until its last write is made.
+      if (write.segment != active_ && segment.in_file == segment.written && segment.direct_fd >= 0) {
+        ::close(segment.direct_fd);
+        segment.direct_fd = -1;
+      }
+    }
+    in_flight_.pop_front();
+  }
+}
+
+void LogStore::read_in_flight(const Entry& entry, std::vector<std::uint8_t>& payload) const {
+  for (auto it = in_flight_.rbegin(); it != in_flight_.rend(); ++it) {
+    if (it->segment != entry.segment || entry.offset < it->offset || entry.offset >= it->records_end) continue;
+    const std::uint8_t* at = it->data->data() + (entry.offset + log::kPayloadOffset - it->offset);
+    std::copy_n(at, payload.size(), payload.begin());
+    return;
+  }
+  spdlog::error("message log: the record at {} of {} is neither in the file nor on its way there", entry.offset,
+                segment_path(entry.segment));
 }
 
 Result<void, Error> LogStore::commit() {
@@ -672,6 +813,11 @@ void LogStore::after_commit() {
 void LogStore::sync_on_thread(Post post) {
   if (sync_thread_.joinable()) return;
   post_ = std::move(post);
+  if (sync_ == SyncMode::Batch) {
+    direct_ = true;
+    start_direct_writes();
+    if (direct_) spdlog::info("message log: the sync thread writes {} with O_DIRECT", dir_);
+  }
   sync_thread_ = std::thread([this] { run_syncs(); });
 }
 
@@ -690,6 +836,7 @@ void LogStore::commit_async(CommitDone done) {
     done(commit());
     return;
   }
+  release_written();
   SyncJob job;
   job.id = next_job_++;
   job.done = std::move(done);
@@ -719,12 +866,26 @@ void LogStore::commit_async(CommitDone done) {
       batch_moved_.clear();
     }
   }
-  // A job with nothing to sync completes at once if nothing is ahead of it; otherwise it goes
-  // through the queue too, since completions keep the order of commits.
+  for (const DirectWrite& write : in_flight_) {
+    if (write.number > queued_writes_) job.writes.push_back(write);
+  }
+  queued_writes_ = next_write_ - 1;
+  // A job with nothing to sync completes at once if nothing is ahead of it (its writes, if any, go
+  // to the thread alone); otherwise it goes through the queue too, since completions keep the order
+  // of commits.
   if (job.fds.empty() && job.error.empty() && finished_job_ + 1 == job.id) {
+    if (!job.writes.empty()) {
+      SyncJob writes;
+      writes.writes = std::move(job.writes);
+      queue_job(std::move(writes));
+    }
     finish(std::move(job), {});
     return;
   }
+  queue_job(std::move(job));
+}
+
+void LogStore::queue_job(SyncJob job) {
   {
     std::lock_guard lock(sync_mutex_);
     sync_jobs_.push_back(std::move(job));
@@ -733,6 +894,7 @@ void LogStore::commit_async(CommitDone done) {
 }
 
 void LogStore::run_syncs() {
+  std::string write_failure;
   for (;;) {
     std::deque<SyncJob> jobs;
     {
@@ -741,16 +903,25 @@ void LogStore::run_syncs() {
       if (sync_jobs_.empty()) return;  // stopping, and every job is done
       jobs.swap(sync_jobs_);
     }
-    // Group commit across the jobs that queued while the last sync ran: everything they wrote was
-    // written before they were queued, so one fdatasync per file covers all of them.
+    // Group commit across the jobs that queued while the last sync ran: their writes are made in
+    // order, then one fdatasync per file covers all of them.
+    std::vector<const DirectWrite*> writes;
     std::vector<int> fds;
+    bool report = !write_failure.empty();
     for (const SyncJob& job : jobs) {
+      for (const DirectWrite& write : job.writes) writes.push_back(&write);
       if (job.error.empty()) fds.insert(fds.end(), job.fds.begin(), job.fds.end());
+      report = report || job.id != 0;
     }
+    // What the file holds is unknown after a failed write: no later write is made either.
+    if (write_failure.empty()) write_failure = make_writes(writes);
+    std::string failure = write_failure;
+    report = report || !failure.empty();
+    if (!report) continue;  // writes alone, made: nobody waits for them
     std::sort(fds.begin(), fds.end());
     fds.erase(std::unique(fds.begin(), fds.end()), fds.end());
-    std::string failure;
     for (int fd : fds) {
+      if (!failure.empty()) break;
       if (!sync_file(fd)) {
         failure = std::string("the message store cannot commit: syncing the message log: ") + errno_text();
         break;
@@ -770,34 +941,67 @@ void LogStore::run_syncs() {
   }
 }
 
+std::string LogStore::make_writes(const std::vector<const DirectWrite*>& writes) {
+  // Each write to a file starts on the block the one before it ended in: a run of them is one
+  // pwritev, the one device request it would be anyway, with each write but the last giving the
+  // blocks up to where the next starts.
+  std::vector<iovec> iov;
+  std::size_t i = 0;
+  while (i < writes.size()) {
+    const DirectWrite& first = *writes[i];
+    iov.assign(1, iovec{const_cast<std::uint8_t*>(first.data->data()), first.data->size()});
+    std::size_t end = i + 1;
+    for (; end < writes.size(); ++end) {
+      const DirectWrite& before = *writes[end - 1];
+      const DirectWrite& next = *writes[end];
+      if (next.fd != before.fd || next.offset != align_down(before.records_end)) break;
+      iov.back().iov_len = static_cast<std::size_t>(next.offset - before.offset);
+      if (iov.back().iov_len == 0) iov.pop_back();
+      iov.push_back(iovec{const_cast<std::uint8_t*>(next.data->data()), next.data->size()});
+    }
+    if (!write_at(first.fd, iov, first.offset)) {
+      return std::string("the message store cannot commit: writing the message log: ") + errno_text();
+    }
+    writes_done_.store(writes[end - 1]->number, std::memory_order_release);
+    i = end;
+  }
+  return {};
+}
+
 void LogStore::finish(SyncJob job, Result<void, Error> result) {
+  release_written();
   for (const auto& [id, written] : job.written) {
     auto it = segments_.find(id);
     if (it == segments_.end()) continue;
     --it->second.syncing;
     if (result) it->second.synced = std::max(it->second.synced, written);
   }
-  finished_job_ = job.id;
   // A sync that succeeds after one that failed proves nothing about the data the failure lost.
   if (result && !failed_.empty()) result = make_error(failed_);
-  if (!result && job.error.empty() && failed_.empty()) {
-    failed_ = result.error().message + "; the message store refuses new messages until the router restarts";
-    spdlog::error("{}", failed_);
-    ++stats_.unavailable;
-  }
+  if (!result && job.error.empty()) fail_store(result.error().message);
+  if (job.id == 0) return;  // writes alone: the commit they belong to completed before they were made
+  finished_job_ = job.id;
   if (result) after_commit();
   job.done(std::move(result));
 }
 
+void LogStore::fail_store(const std::string& why) {
+  if (!failed_.empty()) return;
+  failed_ = why + "; the message store refuses new messages until the router restarts";
+  spdlog::error("{}", failed_);
+  ++stats_.unavailable;
+}
+
 void LogStore::rollback() {
   // The batch's records are cut off the files; its messages were never acknowledged to anyone.
-  buffer_.clear();
+  buffer_.resize(buffer_base_);
   for (auto& [id, segment] : segments_) {
     if (segment.written == segment.submitted) continue;
     if (::ftruncate(segment.fd, static_cast<off_t>(segment.submitted)) != 0) {
       spdlog::error("message log: truncating {} after a failed commit: {}", segment_path(id), errno_text());
     }
     segment.written = segment.submitted;
+    segment.in_file = std::min(segment.in_file, segment.written);
   }
   for (const Moved& m : batch_moved_) {
     auto inbox = inboxes_.find(m.recipient);
@@ -833,11 +1037,12 @@ void LogStore::rollback() {
 
 void LogStore::reclaim() {
   reclaim_due_ = false;
+  release_written();
   for (;;) {
     std::vector<std::uint64_t> doomed;
     for (const auto& [id, segment] : segments_) {
       if (id == active_ || segment.live != 0) continue;
-      if (segment.syncing != 0 || segment.retire_after_job > finished_job_) {
+      if (segment.syncing != 0 || segment.in_file < segment.written || segment.retire_after_job > finished_job_) {
         reclaim_due_ = true;  // try again after the next commit
         continue;
       }
@@ -861,7 +1066,7 @@ void LogStore::compact() {
     // The segment just closed still holds what is in flight, and acknowledged in a moment: only one
     // a whole segment of traffic behind the active one holds messages that are waiting.
     if (id + 1 >= active_) break;
-    if (segment.live == 0) continue;
+    if (segment.live == 0 || segment.in_file < segment.written) continue;
     if (segment.written < options_.segment_bytes / 2 || segment.live_bytes * 4 > segment.written) continue;
     Mapping map(segment.fd, static_cast<std::size_t>(segment.written));
     if (!map.ok()) return;

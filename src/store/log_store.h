@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/message_store.h"
+#include "store/log_format.h"
 #include "store/seen_ids.h"
 #include "store/sequence_index.h"
 #include "store/sync_mode.h"
@@ -48,7 +49,8 @@ struct LogRecovery {
 // LogStore: the MessageStore as a segmented append-only log (DIR/log/*.seg) with the index of held
 // messages in memory. An accepted message is one Append record and its acknowledgement one Remove
 // record, written with a single write and one fdatasync per commit (none for a commit of Remove
-// records alone: the next one that holds messages syncs them); nothing is updated in place.
+// records alone: the next one that holds messages syncs them); nothing is updated in place. With
+// the sync thread, that thread makes the writes too, with O_DIRECT where it can.
 // A segment file is deleted (or kept as a spare, to be written over as a later segment) once no
 // message in it is held and no Remove in it still cancels a record of an older segment on disk; a
 // mostly empty old segment has its held messages copied forward so that a few messages for an
@@ -79,6 +81,10 @@ class LogStore final : public core::MessageStore {
   // Post: runs a callback on the thread that owns the store (the server passes its event loop's).
   using Post = std::function<void(std::function<void()>)>;
   // Starts the sync thread: from here on commit_async overlaps the disk's work with the caller's.
+  // With --sync batch the thread writes the records as well, with O_DIRECT where the file system
+  // takes it: no copy into the page cache, and no write-back for fdatasync to wait on
+  // (docs/architecture.md, "The message log"). Where O_DIRECT is refused (ramfs), the caller's
+  // thread writes through the page cache and the sync thread only syncs.
   void sync_on_thread(Post post);
   core::StoreStats stats() const override {
     core::StoreStats stats = stats_;
@@ -90,6 +96,8 @@ class LogStore final : public core::MessageStore {
   const LogRecovery& recovery() const { return recovery_; }
   const std::string& directory() const { return dir_; }
   std::size_t segment_count() const { return segments_.size(); }
+  // Whether the active segment is written with O_DIRECT by the sync thread.
+  bool writes_direct() const;
   std::size_t spare_count() const { return spares_.size(); }
 
  private:
@@ -99,6 +107,9 @@ class LogStore final : public core::MessageStore {
     std::uint64_t written = 0;  // bytes of records in the file, from its start
     std::uint64_t submitted = 0;  // bytes written and handed to a sync (a rollback keeps them)
     std::uint64_t synced = 0;     // bytes known to be on disk
+    // Bytes the file holds: below written while the sync thread has records still to write.
+    std::uint64_t in_file = 0;
+    int direct_fd = -1;  // opened with O_DIRECT for the sync thread's writes; -1: written through the page cache
     std::uint32_t syncing = 0;    // sync jobs that hold this segment's file descriptor
     // Holds Remove records a commit wrote without waiting for the disk: the next commit that waits
     // syncs this file too.
@@ -151,9 +162,22 @@ class LogStore final : public core::MessageStore {
   static bool later(const Deadline& a, const Deadline& b) {
     return a.at_ms != b.at_ms ? a.at_ms > b.at_ms : a.sequence > b.sequence;
   }
+  // DirectWrite: records the sync thread writes with O_DIRECT, in whole blocks from the block that
+  // holds the end of what the file had (that block's bytes are written again). Until it is done,
+  // reads of its records are served from data.
+  struct DirectWrite {
+    std::uint64_t number = 0;  // writes are numbered in the order they are made
+    std::uint64_t segment = 0;
+    int fd = -1;
+    std::uint64_t offset = 0;       // in the file, block-aligned
+    std::uint64_t records_end = 0;  // where the records in it end, in the file
+    std::shared_ptr<const log::Bytes> data;  // whole blocks
+  };
   // SyncJob: one commit handed to the sync thread. error set: nothing to sync, fail it in order.
+  // id 0: writes alone, from a commit that already completed (Remove records no one waits for).
   struct SyncJob {
     std::uint64_t id = 0;
+    std::vector<DirectWrite> writes;  // made in order, before any fdatasync
     std::vector<int> fds;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> written;  // segment, bytes it covers
     std::string error;
@@ -175,6 +199,15 @@ class LogStore final : public core::MessageStore {
   void adopt_spare(std::uint64_t id);
   void retire(std::uint64_t id);
   Result<void, Error> write_buffer();
+  // Direct writes: opens the active segment for them; false if its file cannot take them.
+  void start_direct_writes();
+  void queue_direct_write(Segment& segment);
+  void drop_block_prefix();
+  // Takes the writes the sync thread has done off in_flight_; their records are read from the file now.
+  void release_written();
+  // The payload of a record the sync thread has yet to write, from its write's buffer.
+  void read_in_flight(const Entry& entry, std::vector<std::uint8_t>& payload) const;
+  void queue_job(SyncJob job);
   std::string segment_path(std::uint64_t id) const;
   std::string spare_path(std::uint64_t id) const;
   std::uint64_t end_offset() const;
@@ -198,7 +231,10 @@ class LogStore final : public core::MessageStore {
   bool batch_needs_disk() const;
   void after_commit();
   void run_syncs();
+  // The sync thread's writes, in order; why they failed, or empty.
+  std::string make_writes(const std::vector<const DirectWrite*>& writes);
   void finish(SyncJob job, Result<void, Error> result);
+  void fail_store(const std::string& why);
   void stop_sync_thread();
   // fdatasync(fd), counted (StoreStats::syncs); on any thread.
   bool sync_file(int fd);
@@ -213,7 +249,16 @@ class LogStore final : public core::MessageStore {
   std::uint32_t active_salt_ = 0;
   std::uint64_t next_segment_id_ = 1;  // above every segment and spare seen, so names never collide
   std::vector<Spare> spares_;
-  std::vector<std::uint8_t> buffer_;  // records for the active segment, not written yet
+  // Records for the active segment, not written yet. With direct writes it starts with the bytes
+  // the file holds from the block boundary below written, buffer_base_ of them, which its write
+  // writes again.
+  log::Bytes buffer_;
+  std::size_t buffer_base_ = 0;
+  bool direct_ = false;  // the sync thread writes segments with O_DIRECT where it can
+  std::deque<DirectWrite> in_flight_;  // direct: made, or to be made, by the sync thread; oldest first
+  std::uint64_t next_write_ = 1;
+  std::uint64_t queued_writes_ = 0;            // the last write handed to the sync thread
+  std::atomic<std::uint64_t> writes_done_{0};  // the last write the sync thread has made
   bool dirty_ = false;
   bool reclaim_due_ = false;
   std::uint64_t next_sequence_ = 1;

@@ -42,25 +42,25 @@ class TempDir {
   std::string path_;
 };
 
-// A tmpfs of the given size (e.g. "256k") or read-only, mounted at DIR/name until destroyed. Needs
-// root; mounted() says whether it worked, and error() why not.
-class Tmpfs {
+// A file system of the given type mounted at DIR/name until destroyed. Needs root; mounted() says
+// whether it worked, and error() why not.
+class ScratchMount {
  public:
-  Tmpfs(const std::string& dir, const std::string& name, const std::string& size, bool read_only = false)
+  ScratchMount(const std::string& dir, const std::string& name, const char* type, const std::string& options,
+               bool read_only = false)
       : path_(dir + "/" + name) {
     std::filesystem::create_directory(path_);
-    std::string options = "size=" + size;
-    if (::mount("tmpfs", path_.c_str(), "tmpfs", read_only ? MS_RDONLY : 0, options.c_str()) == 0) {
+    if (::mount(type, path_.c_str(), type, read_only ? MS_RDONLY : 0, options.c_str()) == 0) {
       mounted_ = true;
     } else {
       error_ = std::strerror(errno);
     }
   }
-  ~Tmpfs() {
+  ~ScratchMount() {
     if (mounted_) ::umount2(path_.c_str(), MNT_DETACH);
   }
-  Tmpfs(const Tmpfs&) = delete;
-  Tmpfs& operator=(const Tmpfs&) = delete;
+  ScratchMount(const ScratchMount&) = delete;
+  ScratchMount& operator=(const ScratchMount&) = delete;
   bool mounted() const { return mounted_; }
   const std::string& error() const { return error_; }
   const std::string& path() const { return path_; }
@@ -69,6 +69,13 @@ class Tmpfs {
   std::string path_;
   bool mounted_ = false;
   std::string error_;
+};
+
+// A tmpfs of the given size (e.g. "256k") or read-only.
+class Tmpfs : public ScratchMount {
+ public:
+  Tmpfs(const std::string& dir, const std::string& name, const std::string& size, bool read_only = false)
+      : ScratchMount(dir, name, "tmpfs", "size=" + size, read_only) {}
 };
 
 // The two stores, for tests parametrized over them: "log" and "sqlite", as --store names them.

@@ -2,8 +2,10 @@
 //
 // What only the message log has: recovery from what a crash leaves, segment deletion and compaction.
 // The promises every store keeps are in message_store_test.cc.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -742,6 +744,164 @@ TEST(LogStore, ReclaimAndCompactionWaitForTheSyncThread) {
   EXPECT_EQ(pending[0].sequence, kept);
   EXPECT_EQ(text(pending[0].payload), "for the offline one");
   EXPECT_TRUE(store->pending(2, 0, 10000).empty());
+}
+
+// Completions the sync thread posts, run when the test says, as the owner's event loop would.
+class Posted {
+ public:
+  LogStore::Post post() {
+    return [this](std::function<void()> done) {
+      std::lock_guard lock(mutex_);
+      posted_.push_back(std::move(done));
+    };
+  }
+  void run() {
+    std::vector<std::function<void()>> batch;
+    {
+      std::lock_guard lock(mutex_);
+      batch.swap(posted_);
+    }
+    for (auto& done : batch) done();
+  }
+  // Runs completions until pred() holds; false after 10 s.
+  template <typename Pred>
+  bool run_until(Pred pred) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      run();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::function<void()>> posted_;
+};
+
+bool takes_direct_io(const std::string& dir) {
+  const std::string probe = dir + "/direct-probe";
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+  if (fd >= 0) ::close(fd);
+  ::unlink(probe.c_str());
+  return fd >= 0;
+}
+
+std::vector<std::uint8_t> patterned(std::uint64_t i, std::size_t size) {
+  std::vector<std::uint8_t> p(size);
+  for (std::size_t k = 0; k < p.size(); ++k) p[k] = static_cast<std::uint8_t>(i * 131 + k * 7);
+  return p;
+}
+
+// With the sync thread the records reach the file with O_DIRECT, in whole blocks, each write
+// starting with the block the last one ended in. Until the thread has made a write, its records are
+// read from memory; after, from the file; and a reopened log holds every record, wherever the block
+// boundaries cut through them.
+TEST(LogStore, DirectWritesGiveEveryRecordBackWhereverBlocksCutThroughIt) {
+  TempDir dir;
+  if (!takes_direct_io(dir.path())) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
+  std::vector<std::vector<std::uint8_t>> sent;
+  auto expect_inbox = [&](LogStore& store, const char* when) {
+    auto held = store.pending(2, 0, 10'000);
+    ASSERT_EQ(held.size(), sent.size()) << when;
+    for (std::size_t k = 0; k < held.size(); ++k) EXPECT_EQ(held[k].payload, sent[k]) << when << ", message " << k;
+  };
+  {
+    Posted posted;
+    auto store = open_log(dir.path(), small_segments(256 * 1024));
+    store->sync_on_thread(posted.post());
+    ASSERT_TRUE(store->writes_direct());
+    int outstanding = 0;
+    auto commit = [&] {
+      ++outstanding;
+      store->commit_async([&](Result<void, Error> r) {
+        EXPECT_TRUE(r) << r.error().message;
+        --outstanding;
+      });
+    };
+    for (std::uint64_t i = 1; i <= 400; ++i) {
+      // 0 to 9,000 bytes: records end anywhere in a block, some span several.
+      sent.push_back(patterned(i, (i * 997) % 9001));
+      ASSERT_EQ(store->append(delivery(1, 2, i), sent.back(), false, 0).status, AppendStatus::Stored);
+      if (i % 3 == 0) {
+        commit();
+        expect_inbox(*store, "on their way to the file");
+      }
+      if (i % 7 == 0) posted.run();
+    }
+    commit();
+    ASSERT_TRUE(posted.run_until([&] { return outstanding == 0; }));
+    expect_inbox(*store, "in the file");
+    EXPECT_GE(store->segment_count(), 4u);
+    // Written in whole blocks: a write through the page cache would end the file at its end mark.
+    for (const auto& segment : dir.segments()) EXPECT_EQ(fs::file_size(segment) % 4096, 0u) << segment;
+  }
+  auto store = open_log(dir.path(), small_segments(256 * 1024));
+  EXPECT_EQ(store->recovery().torn_bytes, 0u);
+  expect_inbox(*store, "after a restart");
+}
+
+// A commit that completed is in the file when the process dies at once after it, with no destructor
+// to write what is left; what was never completed may be lost, but only from the end.
+TEST(LogStore, WhatADirectCommitCompletedSurvivesTheProcessDying) {
+  TempDir dir;
+  if (!takes_direct_io(dir.path())) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
+  constexpr std::uint64_t kCompleted = 60;
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    Posted posted;
+    auto store = LogStore::open(dir.path(), SyncMode::Batch, {}, {});
+    if (!store) ::_exit(2);
+    (*store)->sync_on_thread(posted.post());
+    if (!(*store)->writes_direct()) ::_exit(3);
+    std::uint64_t completed = 0;
+    for (std::uint64_t i = 1; i <= kCompleted; ++i) {
+      (*store)->append(delivery(1, 2, i), patterned(i, 1000 + i * 37), false, 0);
+      if (i % 4 == 0) (*store)->commit_async([&completed, i](Result<void, Error> r) { completed = r ? i : 0; });
+    }
+    if (!posted.run_until([&] { return completed == kCompleted; })) ::_exit(4);
+    for (std::uint64_t i = kCompleted + 1; i <= kCompleted + 20; ++i) {
+      (*store)->append(delivery(1, 2, i), patterned(i, 1000 + i * 37), false, 0);
+    }
+    (*store)->commit_async([](Result<void, Error>) {});
+    ::_exit(0);  // no destructor: the sync thread dies wherever it is
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  auto store = open_log(dir.path());
+  auto held = store->pending(2, 0, 1000);
+  ASSERT_GE(held.size(), kCompleted);
+  for (std::size_t k = 0; k < held.size(); ++k) {
+    EXPECT_EQ(held[k].message_id, k + 1);
+    EXPECT_EQ(held[k].payload, patterned(k + 1, 1000 + (k + 1) * 37)) << "message " << k + 1;
+  }
+}
+
+// Where the file system refuses O_DIRECT (ramfs; tmpfs before Linux 6.6), the loop writes through
+// the page cache and the thread only syncs, as it did before direct writes.
+TEST(LogStore, WhereODirectIsRefusedTheLogIsWrittenThroughThePageCache) {
+  TempDir dir;
+  testing::ScratchMount ramfs(dir.path(), "ramfs", "ramfs", "");
+  if (!ramfs.mounted()) GTEST_SKIP() << "cannot mount a ramfs: " << ramfs.error();
+  ASSERT_FALSE(takes_direct_io(ramfs.path())) << "ramfs took O_DIRECT";
+  {
+    Posted posted;
+    auto store = open_log(ramfs.path());
+    store->sync_on_thread(posted.post());
+    EXPECT_FALSE(store->writes_direct());
+    bool done = false;
+    store->append(delivery(1, 2, 1), bytes("through the page cache"), false, 0);
+    store->commit_async([&](Result<void, Error> r) { done = static_cast<bool>(r); });
+    ASSERT_TRUE(posted.run_until([&] { return done; }));
+  }
+  auto store = open_log(ramfs.path());
+  auto held = store->pending(2, 0, 10);
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(text(held[0].payload), "through the page cache");
 }
 
 TEST(LogStore, ANonSegmentFileInTheLogIsAClearError) {
