@@ -85,6 +85,11 @@ std::uint64_t allocated_bytes(int fd) {
   return ::fstat(fd, &st) == 0 ? static_cast<std::uint64_t>(st.st_blocks) * 512 : 0;
 }
 
+std::int64_t steady_clock_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 std::int64_t wall_clock_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -306,6 +311,7 @@ Result<void, Error> LogStore::replay(std::uint64_t id, Segment& segment, bool ne
 }
 
 Result<void, Error> LogStore::start_segment() {
+  if (auto closing = segments_.find(active_); closing != segments_.end()) closing->second.closed_at_ms = steady_clock_ms();
   const std::uint64_t id = next_segment_id_++;
   Segment fresh;
   while (!spares_.empty()) {
@@ -1062,11 +1068,16 @@ void LogStore::reclaim() {
 void LogStore::compact() {
   // One mostly empty old segment per commit: its held messages are copied to the active segment
   // with their sequence, and the old file goes at a later commit, once the copies are on disk.
+  const std::int64_t now_ms = steady_clock_ms();
   for (auto& [id, segment] : segments_) {
-    // The segment just closed still holds what is in flight, and acknowledged in a moment: only one
-    // a whole segment of traffic behind the active one holds messages that are waiting.
+    // A segment closed a moment ago holds what is in flight to recipients that are online, and
+    // acknowledged in a moment: only one a whole segment of traffic behind the active one, and
+    // closed for a while, holds messages that are waiting. (At 16 KiB × 64 pairs a whole segment
+    // is in flight: copying it forward, scanned from disk after direct writes, cost a quarter of
+    // the throughput.)
     if (id + 1 >= active_) break;
     if (segment.live == 0 || segment.in_file < segment.written) continue;
+    if (now_ms - segment.closed_at_ms < options_.compact_after_ms) continue;
     if (segment.written < options_.segment_bytes / 2 || segment.live_bytes * 4 > segment.written) continue;
     Mapping map(segment.fd, static_cast<std::size_t>(segment.written));
     if (!map.ok()) return;

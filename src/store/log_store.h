@@ -36,6 +36,10 @@ struct LogOptions {
   // segments: an fdatasync of blocks a file already has skips the journal commit that growing it
   // costs (docs/architecture.md, "The message log"). They hold their disk space meanwhile.
   std::size_t spare_segments = 2;
+  // A mostly empty segment has its held messages copied forward only once it has been closed this
+  // long: until then what it holds is mostly on its way to recipients that are online, and about to
+  // be acknowledged (docs/architecture.md, "The message log").
+  std::int64_t compact_after_ms = 2000;
 };
 
 // LogRecovery: what open() found on disk, for the start-up log line and the tests.
@@ -117,6 +121,7 @@ class LogStore final : public core::MessageStore {
     // Compaction copied this segment's messages forward, in the commit with this job number: the
     // segment may go only once that commit is durable.
     std::uint64_t retire_after_job = 0;
+    std::int64_t closed_at_ms = 0;  // steady clock, when it stopped taking records; 0: found at start-up
     std::uint64_t live = 0;     // held messages whose record is here
     std::uint64_t live_bytes = 0;
     // Older segments holding records that a Remove in this one cancels: this one must outlive them.

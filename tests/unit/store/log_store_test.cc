@@ -60,6 +60,7 @@ std::unique_ptr<LogStore> open_log(const std::string& dir, LogOptions options = 
 LogOptions small_segments(std::size_t bytes = 4096) {
   LogOptions options;
   options.segment_bytes = bytes;
+  options.compact_after_ms = 0;
   return options;
 }
 
@@ -518,6 +519,40 @@ TEST(LogStore, AFewMessagesForAnOfflineRecipientDoNotPinTheirSegment) {
   EXPECT_TRUE(pending[0].receipt_requested);
   EXPECT_EQ(text(pending[0].payload), "for the offline one");
   EXPECT_EQ(store->stats().held_messages, 1u);
+}
+
+// Messages in a segment closed a moment ago are mostly about to be acknowledged: they are copied
+// forward only once the segment has been closed for compact_after_ms. Segments found at start-up
+// count as closed long ago.
+TEST(LogStore, ASegmentIsCompactedOnlyOnceItHasBeenClosedForAWhile) {
+  TempDir dir;
+  std::vector<std::uint8_t> payload(200, 'x');
+  auto traffic = [&](LogStore& store, std::uint64_t from) {
+    for (std::uint64_t i = from; i < from + 500; ++i) {
+      auto s = store.append(delivery(1, 2, i), payload, false, 0).sequence;
+      ASSERT_TRUE(store.commit());
+      store.acknowledge(2, s);
+      ASSERT_TRUE(store.commit());
+    }
+  };
+  const std::string first = dir.path() + "/log/00000000000000000001.seg";
+  {
+    LogOptions options = small_segments();
+    options.compact_after_ms = 3'600'000;
+    auto store = open_log(dir.path(), options);
+    store->append(delivery(1, 99, 1), bytes("for the offline one"), false, 0);
+    traffic(*store, 2);
+    EXPECT_TRUE(fs::exists(first)) << "compacted before it had been closed an hour";
+  }
+  {
+    auto store = open_log(dir.path(), small_segments());
+    traffic(*store, 1000);
+    EXPECT_FALSE(fs::exists(first)) << "found at start-up, it was closed long ago";
+  }
+  auto store = open_log(dir.path());
+  auto pending = store->pending(99, 0, 10);
+  ASSERT_EQ(pending.size(), 1u);
+  EXPECT_EQ(text(pending[0].payload), "for the offline one");
 }
 
 TEST(LogStore, ADamagedOlderSegmentIsReportedAndTheRestIsServed) {
