@@ -95,7 +95,7 @@ std::int64_t wall_clock_ms() {
       .count();
 }
 
-// A read-only view of a whole segment file, for recovery and compaction.
+// A read-only view of a whole segment file, for recovery.
 class Mapping {
  public:
   Mapping(int fd, std::size_t size) : size_(size) {
@@ -1073,46 +1073,85 @@ void LogStore::compact() {
     // A segment closed a moment ago holds what is in flight to recipients that are online, and
     // acknowledged in a moment: only one a whole segment of traffic behind the active one, and
     // closed for a while, holds messages that are waiting. (At 16 KiB × 64 pairs a whole segment
-    // is in flight: copying it forward, scanned from disk after direct writes, cost a quarter of
-    // the throughput.)
+    // is in flight, and copying each forward a moment before its acknowledgements cost a quarter
+    // of the throughput.)
     if (id + 1 >= active_) break;
-    if (segment.live == 0 || segment.in_file < segment.written) continue;
+    if (segment.live == 0 || segment.in_file < segment.written || segment.damaged) continue;
     if (now_ms - segment.closed_at_ms < options_.compact_after_ms) continue;
     if (segment.written < options_.segment_bytes / 2 || segment.live_bytes * 4 > segment.written) continue;
-    Mapping map(segment.fd, static_cast<std::size_t>(segment.written));
-    if (!map.ok()) return;
-    std::span<const std::uint8_t> bytes = map.bytes();
-    std::size_t offset = log::kHeaderSize;
-    while (offset < bytes.size() && segment.live > 0) {
-      log::DecodeResult decoded = log::decode(bytes.subspan(offset), segment.salt);
-      if (decoded.status != log::DecodeStatus::Ok) break;
-      const log::Decoded& r = decoded.record;
-      if (r.type == log::RecordType::Append) {
-        auto inbox = inboxes_.find(r.append.recipient);
-        if (inbox != inboxes_.end()) {
-          auto it = inbox->second.messages.find(r.append.sequence);
-          if (it != inbox->second.messages.end() && it->second.segment == id && it->second.offset == offset) {
-            batch_moved_.push_back(Moved{r.append.recipient, r.append.sequence, id, offset});
-            Segment& active = segments_.at(active_);
-            it->second.segment = active_;
-            it->second.offset = end_offset();
-            const std::size_t copy = buffer_.size();
-            buffer_.insert(buffer_.end(), bytes.begin() + static_cast<std::ptrdiff_t>(offset),
-                           bytes.begin() + static_cast<std::ptrdiff_t>(offset + r.size));
-            log::resalt(std::span(buffer_).subspan(copy, r.size), segment.salt, active_salt_);
-            segment.live -= 1;
-            segment.live_bytes -= r.size;
-            active.live += 1;
-            active.live_bytes += r.size;
-          }
+    // The held records are found through the index and read where they are, in runs of nearby
+    // ones: a segment holds under a quarter of live bytes here, and after direct writes what is
+    // read comes from the disk, which page faults on a mapping would read a few pages at a time.
+    struct Held {
+      std::uint64_t offset;
+      std::size_t size;
+      core::ClientId recipient;
+      std::uint64_t sequence;
+    };
+    std::vector<Held> held;
+    for (const auto& [recipient, inbox] : inboxes_) {
+      for (const auto& [sequence, entry] : inbox.messages) {
+        if (entry.segment == id) {
+          held.push_back(Held{entry.offset, log::append_record_size(entry.payload_size), recipient, sequence});
         }
       }
-      offset += r.size;
+    }
+    std::sort(held.begin(), held.end(), [](const Held& x, const Held& y) { return x.offset < y.offset; });
+    constexpr std::uint64_t kMaxGap = 256 * 1024;      // bytes of other records a read may take in
+    constexpr std::uint64_t kMaxRun = 8 * 1024 * 1024;  // bytes one read may cover
+    std::vector<std::uint8_t> run;
+    bool copied = false;
+    for (std::size_t i = 0; i < held.size();) {
+      std::size_t end = i + 1;
+      std::uint64_t run_end = held[i].offset + held[i].size;
+      while (end < held.size() && held[end].offset - run_end <= kMaxGap &&
+             held[end].offset + held[end].size - held[i].offset <= kMaxRun) {
+        run_end = held[end].offset + held[end].size;
+        ++end;
+      }
+      run.resize(static_cast<std::size_t>(run_end - held[i].offset));
+      if (!read_at(segment.fd, run.data(), run.size(), held[i].offset)) {
+        spdlog::error("message log: reading {} bytes at {} of {} to compact it: {}", run.size(), held[i].offset,
+                      segment_path(id), errno_text());
+        segment.damaged = true;
+        break;
+      }
+      for (std::size_t k = i; k < end; ++k) {
+        const auto& [offset, size, recipient, sequence] = held[k];
+        const std::span<const std::uint8_t> record = std::span(run).subspan(offset - held[i].offset, size);
+        log::DecodeResult decoded = log::decode(record, segment.salt);
+        if (decoded.status != log::DecodeStatus::Ok || decoded.record.type != log::RecordType::Append ||
+            decoded.record.append.sequence != sequence) {
+          // Damage since start-up read the record whole: the message stays where it is, and so does
+          // the segment, for good.
+          spdlog::error("message log: {}: the record of message {} at offset {} no longer reads back; not compacted",
+                        segment_path(id), sequence, offset);
+          segment.damaged = true;
+          continue;
+        }
+        Entry& entry = inboxes_.at(recipient).messages.find(sequence)->second;
+        batch_moved_.push_back(Moved{recipient, sequence, id, offset});
+        Segment& active = segments_.at(active_);
+        entry.segment = active_;
+        entry.offset = end_offset();
+        const std::size_t copy = buffer_.size();
+        buffer_.resize(copy + size);
+        std::memcpy(buffer_.data() + copy, record.data(), size);
+        log::resalt(std::span(buffer_).subspan(copy, size), segment.salt, active_salt_);
+        segment.live -= 1;
+        segment.live_bytes -= size;
+        active.live += 1;
+        active.live_bytes += size;
+        copied = true;
+      }
+      i = end;
     }
     // The copies are in the next commit; the segment may go once that one is durable.
-    segment.retire_after_job = next_job_;
-    dirty_ = true;
-    reclaim_due_ = true;
+    if (copied) {
+      segment.retire_after_job = next_job_;
+      dirty_ = true;
+      reclaim_due_ = true;
+    }
     return;
   }
 }

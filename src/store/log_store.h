@@ -122,6 +122,7 @@ class LogStore final : public core::MessageStore {
     // segment may go only once that commit is durable.
     std::uint64_t retire_after_job = 0;
     std::int64_t closed_at_ms = 0;  // steady clock, when it stopped taking records; 0: found at start-up
+    bool damaged = false;  // compaction found a held record that no longer reads back: never compacted
     std::uint64_t live = 0;     // held messages whose record is here
     std::uint64_t live_bytes = 0;
     // Older segments holding records that a Remove in this one cancels: this one must outlive them.

@@ -555,6 +555,31 @@ TEST(LogStore, ASegmentIsCompactedOnlyOnceItHasBeenClosedForAWhile) {
   EXPECT_EQ(text(pending[0].payload), "for the offline one");
 }
 
+// Compaction reads each held record where the index says it is, and checks it: one damaged since
+// start-up stays where it is, with its segment, rather than be copied forward as it now reads.
+TEST(LogStore, CompactionLeavesARecordDamagedSinceStartUpWhereItIs) {
+  TempDir dir;
+  std::vector<std::uint8_t> payload(200, 'x');
+  auto store = open_log(dir.path(), small_segments());
+  store->append(delivery(1, 99, 1), bytes("for the offline one"), false, 0);
+  ASSERT_TRUE(store->commit());
+  const std::string first = dir.path() + "/log/00000000000000000001.seg";
+  {
+    // The payload's first byte, just past the header and the record's fixed fields.
+    std::fstream file(first, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(static_cast<std::streamoff>(log::kHeaderSize + log::kPayloadOffset));
+    file.put('F');
+  }
+  for (std::uint64_t i = 2; i <= 500; ++i) {
+    auto s = store->append(delivery(1, 2, i), payload, false, 0).sequence;
+    ASSERT_TRUE(store->commit());
+    store->acknowledge(2, s);
+    ASSERT_TRUE(store->commit());
+  }
+  EXPECT_TRUE(fs::exists(first)) << "its damaged record was copied forward";
+  EXPECT_EQ(store->stats().held_messages, 1u);
+}
+
 TEST(LogStore, ADamagedOlderSegmentIsReportedAndTheRestIsServed) {
   TempDir dir;
   std::vector<std::uint8_t> payload(200, 'x');
