@@ -138,7 +138,17 @@ LogStore::LogStore(std::string dir, SyncMode sync, core::StoreLimits limits, Log
 LogStore::~LogStore() {
   // The sync thread finishes what it was given; completions it posts now are never run.
   stop_sync_thread();
-  // The thread made every write it was given; what is left is written through the page cache.
+  // The thread made every write it was given unless one failed; writes never handed to it (a
+  // roll-over's, with no commit since) are made here. What is left goes through the page cache.
+  if (writes_done_.load(std::memory_order_acquire) < queued_writes_) {
+    fail_store("the message store cannot commit: a write of the message log failed");
+  } else if (failed_.empty()) {
+    std::vector<const DirectWrite*> rest;
+    for (const DirectWrite& write : in_flight_) {
+      if (write.number > queued_writes_) rest.push_back(&write);
+    }
+    if (std::string why = make_writes(rest); !why.empty()) fail_store(why);
+  }
   release_written();
   direct_ = false;
   drop_block_prefix();
@@ -727,17 +737,32 @@ void LogStore::start_direct_writes() {
   // The segment's disk space is taken now: on the sync thread a failed write stops the store until a
   // restart, where a full disk should only refuse messages until there is room again. Without the
   // space the segment is written through the page cache, whose writes fail here, on the loop, with
-  // StoreUnavailable. (A record larger than what is left of a segment takes more on the thread.)
-  std::vector<std::uint8_t> block(static_cast<std::size_t>(segment.written - align_down(segment.written)));
-  const bool ok = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(align_up(options_.segment_bytes))) == 0 &&
-                  read_at(segment.fd, block.data(), block.size(), align_down(segment.written));
+  // StoreUnavailable. (Only a record larger than a whole segment takes more, on the thread.)
+  // The block the records end in is written back at once, with an end mark after them, as each
+  // batch's write will: a file system that takes O_DIRECT but not these writes (and states no
+  // alignment) is found here, not on the thread.
+  const std::uint64_t from = align_down(segment.written);
+  log::Bytes block(static_cast<std::size_t>(segment.written - from));
+  bool ok = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(align_up(options_.segment_bytes))) == 0 &&
+            read_at(segment.fd, block.data(), block.size(), from);
+  const std::size_t held = block.size();
+  if (ok) {
+    log::encode_end_mark(active_salt_, block);
+    const std::size_t used = block.size();
+    block.resize(static_cast<std::size_t>(align_up(used)));
+    std::memset(block.data() + used, 0, block.size() - used);
+    ok = write_at(fd, block.data(), block.size(), from);
+  }
   if (!ok) {
-    spdlog::warn("message log: preparing {} for O_DIRECT: {}; writing it through the page cache", path, errno_text());
+    const int error = errno;
+    spdlog::warn("message log: preparing {} for O_DIRECT: {}; writing it through the page cache", path,
+                 std::strerror(error));
+    if (error == EINVAL) direct_ = false;  // the file system's, not this file's: the next segment would fail too
     ::close(fd);
     return;
   }
-  buffer_.insert(buffer_.begin(), block.begin(), block.end());
-  buffer_base_ = block.size();
+  buffer_.insert(buffer_.begin(), block.begin(), block.begin() + static_cast<std::ptrdiff_t>(held));
+  buffer_base_ = held;
   segment.direct_fd = fd;
 }
 
@@ -999,7 +1024,11 @@ void LogStore::fail_store(const std::string& why) {
 }
 
 void LogStore::rollback() {
-  // The batch's records are cut off the files; its messages were never acknowledged to anyone.
+  // The batch's records are cut off the files; its messages were never acknowledged to anyone. Its
+  // direct writes not yet handed to the sync thread (a roll-over's, of the full segment) are never
+  // made.
+  while (!in_flight_.empty() && in_flight_.back().number > queued_writes_) in_flight_.pop_back();
+  next_write_ = queued_writes_ + 1;
   buffer_.resize(buffer_base_);
   for (auto& [id, segment] : segments_) {
     if (segment.written == segment.submitted) continue;
@@ -1079,6 +1108,8 @@ void LogStore::compact() {
     if (segment.live == 0 || segment.in_file < segment.written || segment.damaged) continue;
     if (now_ms - segment.closed_at_ms < options_.compact_after_ms) continue;
     if (segment.written < options_.segment_bytes / 2 || segment.live_bytes * 4 > segment.written) continue;
+    // The copies stay within the active segment's size, and so within the disk space it has taken.
+    if (end_offset() + segment.live_bytes > options_.segment_bytes) return;
     // The held records are found through the index and read where they are, in runs of nearby
     // ones: a segment holds under a quarter of live bytes here, and after direct writes what is
     // read comes from the disk, which page faults on a mapping would read a few pages at a time.

@@ -545,7 +545,9 @@ TEST(LogStore, ASegmentIsCompactedOnlyOnceItHasBeenClosedForAWhile) {
     EXPECT_TRUE(fs::exists(first)) << "compacted before it had been closed an hour";
   }
   {
-    auto store = open_log(dir.path(), small_segments());
+    LogOptions options = small_segments();
+    options.compact_after_ms = 3'600'000;
+    auto store = open_log(dir.path(), options);
     traffic(*store, 1000);
     EXPECT_FALSE(fs::exists(first)) << "found at start-up, it was closed long ago";
   }
@@ -840,12 +842,19 @@ class Posted {
   std::vector<std::function<void()>> posted_;
 };
 
+// Whether dir's file system takes what the log's direct writes need: O_DIRECT writes of whole
+// 4 KiB blocks, and fallocate.
 bool takes_direct_io(const std::string& dir) {
   const std::string probe = dir + "/direct-probe";
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_DIRECT | O_CLOEXEC, 0600);
+  bool ok = fd >= 0 && ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 64 * 1024) == 0;
+  if (ok) {
+    log::Bytes block(4096, 0);
+    ok = ::pwrite(fd, block.data(), block.size(), 0) == static_cast<ssize_t>(block.size());
+  }
   if (fd >= 0) ::close(fd);
   ::unlink(probe.c_str());
-  return fd >= 0;
+  return ok;
 }
 
 std::vector<std::uint8_t> patterned(std::uint64_t i, std::size_t size) {
@@ -883,7 +892,12 @@ TEST(LogStore, DirectWritesGiveEveryRecordBackWhereverBlocksCutThroughIt) {
     for (std::uint64_t i = 1; i <= 400; ++i) {
       // 0 to 9,000 bytes: records end anywhere in a block, some span several.
       sent.push_back(patterned(i, (i * 997) % 9001));
-      ASSERT_EQ(store->append(delivery(1, 2, i), sent.back(), false, 0).status, AppendStatus::Stored);
+      const auto appended = store->append(delivery(1, 2, i), sent.back(), false, 0);
+      ASSERT_EQ(appended.status, AppendStatus::Stored);
+      // Not written yet: read from the batch, behind the bytes of the file's last block.
+      auto newest = store->pending(2, appended.sequence - 1, 1);
+      ASSERT_EQ(newest.size(), 1u);
+      EXPECT_EQ(newest[0].payload, sent.back()) << "message " << i << ", in the batch";
       if (i % 3 == 0) {
         commit();
         expect_inbox(*store, "on their way to the file");
@@ -912,7 +926,7 @@ TEST(LogStore, WhatADirectCommitCompletedSurvivesTheProcessDying) {
   ASSERT_GE(child, 0);
   if (child == 0) {
     Posted posted;
-    auto store = LogStore::open(dir.path(), SyncMode::Batch, {}, {});
+    auto store = LogStore::open(dir.path(), SyncMode::Batch, {}, small_segments(1 << 20));
     if (!store) ::_exit(2);
     (*store)->sync_on_thread(posted.post());
     if (!(*store)->writes_direct()) ::_exit(3);
@@ -932,7 +946,7 @@ TEST(LogStore, WhatADirectCommitCompletedSurvivesTheProcessDying) {
   ASSERT_EQ(::waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status));
   ASSERT_EQ(WEXITSTATUS(status), 0);
-  auto store = open_log(dir.path());
+  auto store = open_log(dir.path(), small_segments(1 << 20));
   auto held = store->pending(2, 0, 1000);
   ASSERT_GE(held.size(), kCompleted);
   for (std::size_t k = 0; k < held.size(); ++k) {
@@ -962,6 +976,78 @@ TEST(LogStore, WhereODirectIsRefusedTheLogIsWrittenThroughThePageCache) {
   auto held = store->pending(2, 0, 10);
   ASSERT_EQ(held.size(), 1u);
   EXPECT_EQ(text(held[0].payload), "through the page cache");
+}
+
+// A segment filled and closed since the last commit has its records' write still to make when
+// the store closes: it is made then, before the rest of the batch is written through the page cache.
+TEST(LogStore, ClosingTheStoreMakesTheWritesNotYetHandedToTheSyncThread) {
+  TempDir dir;
+  if (!takes_direct_io(dir.path())) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
+  std::vector<std::string> sent;
+  {
+    Posted posted;
+    auto store = open_log(dir.path(), small_segments(64 * 1024));
+    store->sync_on_thread(posted.post());
+    ASSERT_TRUE(store->writes_direct());
+    for (int i = 1; i <= 40; ++i) {
+      sent.push_back(std::string(3000, static_cast<char>('a' + i % 26)));
+      store->append(delivery(1, 2, static_cast<std::uint64_t>(i)), bytes(sent.back()), false, 0);
+    }
+    ASSERT_GE(store->segment_count(), 2u);
+  }
+  expect_reopened_inbox(dir, 2, sent);
+}
+
+// A batch that fails on a full disk is taken back whole: when it had filled a directly written
+// segment, the write of that segment's last records, not yet handed to the sync thread, is never
+// made, so its messages do not come back at the next start.
+TEST(LogStore, ABatchRolledBackOnAFullDiskLeavesNoDirectWriteBehind) {
+  TempDir dir;
+  testing::Tmpfs small(dir.path(), "small", "512k");
+  if (!small.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << small.error();
+  if (!takes_direct_io(small.path())) GTEST_SKIP() << "this tmpfs does not take O_DIRECT";
+  const LogOptions options = small_segments(128 * 1024);
+  std::vector<std::uint8_t> payload(4000, 'a');
+  {
+    Posted posted;
+    auto store = open_log(small.path(), options);
+    store->sync_on_thread(posted.post());
+    ASSERT_TRUE(store->writes_direct());
+    bool committed = false;
+    int outstanding = 0;
+    auto commit = [&] {
+      ++outstanding;
+      store->commit_async([&](Result<void, Error> r) {
+        committed = static_cast<bool>(r);
+        --outstanding;
+      });
+      ASSERT_TRUE(posted.run_until([&] { return outstanding == 0; }));
+    };
+    for (std::uint64_t i = 1; i <= 20; ++i) store->append(delivery(1, 2, i), payload, false, 0);
+    commit();
+    ASSERT_TRUE(committed);
+    {
+      // Fill the disk, then leave 8 KiB: room for a new segment's header, not for its records.
+      const std::string filler = small.path() + "/filler";
+      std::ofstream out(filler, std::ios::binary);
+      std::vector<char> chunk(4096, 'f');
+      while (out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()))) {
+      }
+      out.close();
+      fs::resize_file(filler, fs::file_size(filler) - 8192);
+    }
+    for (std::uint64_t i = 21; i <= 30; ++i) store->append(delivery(1, 2, i), payload, false, 0);
+    // Too big for the first segment: it is closed with its write still to be made.
+    ASSERT_EQ(store->append(delivery(1, 2, 31), std::vector<std::uint8_t>(20000, 'b'), false, 0).status,
+              AppendStatus::Stored);
+    ASSERT_EQ(store->segment_count(), 2u);
+    commit();
+    EXPECT_FALSE(committed) << "the batch fitted on a full disk";
+    EXPECT_EQ(store->pending(2, 0, 100).size(), 20u);
+  }
+  fs::remove(small.path() + "/filler");
+  auto store = open_log(small.path(), options);
+  EXPECT_EQ(store->pending(2, 0, 100).size(), 20u) << "messages refused as StoreUnavailable came back";
 }
 
 TEST(LogStore, ANonSegmentFileInTheLogIsAClearError) {
