@@ -64,6 +64,18 @@ LogOptions small_segments(std::size_t bytes = 4096) {
   return options;
 }
 
+// Traffic that recipient 2 takes at once: messages first..last, each committed, acknowledged and
+// the acknowledgement committed; 200-byte payloads, many small segments' worth.
+void traffic_taken_at_once(LogStore& store, std::uint64_t first, std::uint64_t last) {
+  const std::vector<std::uint8_t> payload(200, 'x');
+  for (std::uint64_t i = first; i <= last; ++i) {
+    auto s = store.append(delivery(1, 2, i), payload, false, 0).sequence;
+    ASSERT_TRUE(store.commit());
+    store.acknowledge(2, s);
+    ASSERT_TRUE(store.commit());
+  }
+}
+
 // Reopens the log: it finds nothing torn, and the recipient's inbox holds exactly these payloads.
 void expect_reopened_inbox(const TempDir& dir, core::ClientId recipient, const std::vector<std::string>& payloads) {
   auto store = open_log(dir.path());
@@ -496,18 +508,11 @@ TEST(LogStore, ARemovalIsNeverForgottenBeforeTheMessageItRemoves) {
 
 TEST(LogStore, AFewMessagesForAnOfflineRecipientDoNotPinTheirSegment) {
   TempDir dir;
-  std::vector<std::uint8_t> payload(200, 'x');
   std::uint64_t kept = 0;
   {
     auto store = open_log(dir.path(), small_segments());
     kept = store->append(delivery(1, 99, 1), bytes("for the offline one"), true, 0).sequence;
-    // Traffic that is acknowledged at once, many segments' worth.
-    for (std::uint64_t i = 2; i <= 2000; ++i) {
-      auto s = store->append(delivery(1, 2, i), payload, false, 0).sequence;
-      ASSERT_TRUE(store->commit());
-      store->acknowledge(2, s);
-      ASSERT_TRUE(store->commit());
-    }
+    traffic_taken_at_once(*store, 2, 2000);
     EXPECT_LE(store->segment_count(), 3u);
   }
   EXPECT_FALSE(fs::exists(dir.path() + "/log/00000000000000000001.seg")) << "the first segment was compacted away";
@@ -526,29 +531,20 @@ TEST(LogStore, AFewMessagesForAnOfflineRecipientDoNotPinTheirSegment) {
 // count as closed long ago.
 TEST(LogStore, ASegmentIsCompactedOnlyOnceItHasBeenClosedForAWhile) {
   TempDir dir;
-  std::vector<std::uint8_t> payload(200, 'x');
-  auto traffic = [&](LogStore& store, std::uint64_t from) {
-    for (std::uint64_t i = from; i < from + 500; ++i) {
-      auto s = store.append(delivery(1, 2, i), payload, false, 0).sequence;
-      ASSERT_TRUE(store.commit());
-      store.acknowledge(2, s);
-      ASSERT_TRUE(store.commit());
-    }
-  };
   const std::string first = dir.path() + "/log/00000000000000000001.seg";
   {
     LogOptions options = small_segments();
     options.compact_after_ms = 3'600'000;
     auto store = open_log(dir.path(), options);
     store->append(delivery(1, 99, 1), bytes("for the offline one"), false, 0);
-    traffic(*store, 2);
+    traffic_taken_at_once(*store, 2, 501);
     EXPECT_TRUE(fs::exists(first)) << "compacted before it had been closed an hour";
   }
   {
     LogOptions options = small_segments();
     options.compact_after_ms = 3'600'000;
     auto store = open_log(dir.path(), options);
-    traffic(*store, 1000);
+    traffic_taken_at_once(*store, 1000, 1499);
     EXPECT_FALSE(fs::exists(first)) << "found at start-up, it was closed long ago";
   }
   auto store = open_log(dir.path());
@@ -561,7 +557,6 @@ TEST(LogStore, ASegmentIsCompactedOnlyOnceItHasBeenClosedForAWhile) {
 // start-up stays where it is, with its segment, rather than be copied forward as it now reads.
 TEST(LogStore, CompactionLeavesARecordDamagedSinceStartUpWhereItIs) {
   TempDir dir;
-  std::vector<std::uint8_t> payload(200, 'x');
   auto store = open_log(dir.path(), small_segments());
   store->append(delivery(1, 99, 1), bytes("for the offline one"), false, 0);
   ASSERT_TRUE(store->commit());
@@ -572,12 +567,7 @@ TEST(LogStore, CompactionLeavesARecordDamagedSinceStartUpWhereItIs) {
     file.seekp(static_cast<std::streamoff>(log::kHeaderSize + log::kPayloadOffset));
     file.put('F');
   }
-  for (std::uint64_t i = 2; i <= 500; ++i) {
-    auto s = store->append(delivery(1, 2, i), payload, false, 0).sequence;
-    ASSERT_TRUE(store->commit());
-    store->acknowledge(2, s);
-    ASSERT_TRUE(store->commit());
-  }
+  traffic_taken_at_once(*store, 2, 500);
   EXPECT_TRUE(fs::exists(first)) << "its damaged record was copied forward";
   EXPECT_EQ(store->stats().held_messages, 1u);
 }
