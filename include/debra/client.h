@@ -90,6 +90,8 @@ struct SendResult {
   std::uint64_t message_id = 0;
   std::uint16_t error_code = 0;  // the wire ErrorCode (docs/protocol.md) when Rejected
   std::string reason;
+  // When rejected with RateLimited: how long until the router would admit the message; zero otherwise.
+  std::chrono::milliseconds retry_after{0};
   bool ok() const { return status == SendStatus::Accepted; }
 };
 

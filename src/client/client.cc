@@ -391,7 +391,9 @@ class Client::Impl final : public quic::ConnectionHandler {
   void settle(std::uint64_t message_id, SendStatus status, const wire::Message& reply) {
     auto it = pending_.find(message_id);
     if (it == pending_.end()) return;
-    it->second.set_value(make_result(status, message_id, std::string(reply.reason), reply.error_code));
+    SendResult result = make_result(status, message_id, std::string(reply.reason), reply.error_code);
+    result.retry_after = std::chrono::milliseconds(reply.retry_after_ms);
+    it->second.set_value(std::move(result));
     pending_.erase(it);
   }
 

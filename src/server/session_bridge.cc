@@ -2,6 +2,7 @@
 #include "server/session_bridge.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "auth/certificate.h"
 #include "util/log.h"
@@ -22,6 +23,12 @@ constexpr std::size_t kMaxAckedPerFrame = 65536;
 constexpr net::Timestamp kBreachLogInterval = 10 * quic::kSecond;
 // The longest a held legacy frame waits before its sender's bucket is checked again.
 constexpr net::Timestamp kLongestHold = 60 * quic::kSecond;
+
+// Rounded up: a sender that waits this long finds its bucket refilled.
+std::uint32_t retry_after_ms(const core::Admission& admission) {
+  const std::uint64_t ms = (admission.retry_after + quic::kMillisecond - 1) / quic::kMillisecond;
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(ms, std::numeric_limits<std::uint32_t>::max()));
+}
 
 }  // namespace
 
@@ -252,7 +259,8 @@ bool Session::handle_client_to_client(const wire::Message& message) {
   if (!admission.admitted) {
     ++counters_.rate_refusals;
     log_breach(admission);
-    reply(message.message_id, wire::DeliveryStatus::Rejected, ErrorCode::RateLimited, rate_limit_reason(admission));
+    reply(message.message_id, wire::DeliveryStatus::Rejected, ErrorCode::RateLimited, rate_limit_reason(admission),
+          retry_after_ms(admission));
     return true;
   }
   if (!core::is_valid_client_id(message.for_client) && mode_ != Mode::Native) {
@@ -326,13 +334,12 @@ void Session::log_breach(const core::Admission& admission) {
 std::string Session::rate_limit_reason(const core::Admission& admission) const {
   const core::RateLimits& limits = rate_limiting_.limiter.limits();
   bool messages = admission.limit == core::RateLimitKind::Messages;
-  std::uint64_t retry_ms = (admission.retry_after + quic::kMillisecond - 1) / quic::kMillisecond;
   return "over the rate limit of " +
          (messages ? std::to_string(limits.messages_per_second) + " msgs/s (burst " +
                          std::to_string(limits.message_burst) + ")"
                    : std::to_string(limits.bytes_per_second) + " bytes/s (burst " +
                          std::to_string(limits.byte_burst) + ")") +
-         "; retry in " + std::to_string(retry_ms) + " ms";
+         "; retry in " + std::to_string(retry_after_ms(admission)) + " ms";
 }
 
 void Session::refuse_by_policy(std::uint64_t message_id) {
@@ -424,9 +431,10 @@ void Session::handle_ack(const wire::Message& message) {
   for (std::size_t i = 0; i < message.sequences.size(); ++i) router_.acknowledge(client_id_, message.sequences[i]);
 }
 
-void Session::reply(std::uint64_t message_id, wire::DeliveryStatus status, ErrorCode code, std::string_view reason) {
+void Session::reply(std::uint64_t message_id, wire::DeliveryStatus status, ErrorCode code, std::string_view reason,
+                    std::uint32_t retry_after_ms) {
   write_accepted();
-  connection_.write(stream_, wire::view_reply(message_id, status, code, reason));
+  connection_.write(stream_, wire::view_reply(message_id, status, code, reason, retry_after_ms));
 }
 
 void Session::accept(std::uint64_t message_id) {

@@ -187,7 +187,8 @@ class Session final : public quic::ConnectionHandler, public core::SessionSink {
   // A legacy sender cannot be told; its message is dropped and its connection stays open.
   void refuse_by_policy(std::uint64_t message_id);
   void handle_ack(const wire::Message& message);
-  void reply(std::uint64_t message_id, wire::DeliveryStatus status, wire::ErrorCode code, std::string_view reason);
+  void reply(std::uint64_t message_id, wire::DeliveryStatus status, wire::ErrorCode code, std::string_view reason,
+             std::uint32_t retry_after_ms = 0);
   // An Accepted reply, held for one frame with the others of this iteration if the client takes
   // batched replies.
   void accept(std::uint64_t message_id);

@@ -202,6 +202,7 @@ Result<Message, ProtocolFault> decode(std::span<const std::uint8_t> body) {
   msg.features = static_cast<std::uint64_t>(root->features());
   msg.sequences = u64s_of(root->sequences());
   msg.message_ids = u64s_of(root->message_ids());
+  msg.retry_after_ms = root->retry_after_ms();
   return msg;
 }
 
@@ -329,11 +330,13 @@ Frame encode_welcome(std::int32_t client_id, std::uint32_t max_frame_size, std::
   return finish(fbb, mb.Finish());
 }
 
-FrameView view_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code, std::string_view reason) {
+FrameView view_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code, std::string_view reason,
+                     std::uint32_t retry_after_ms) {
   auto& fbb = builder();
   const auto reason_offset = optional_string(fbb, reason);
   Debra::MessageBuilder mb(fbb);
   mb.add_message_id(message_id);
+  mb.add_retry_after_ms(retry_after_ms);
   mb.add_reason(reason_offset);
   mb.add_error_code(error_code);
   mb.add_status(status);

@@ -129,6 +129,7 @@ struct Message {
   std::uint64_t features = 0;  // ClientRegistration, Welcome: the announced Feature bits
   U64List sequences;           // Ack: deliveries taken besides sequence (BatchedAcks)
   U64List message_ids;         // Reply: messages with the same outcome after message_id (BatchedReplies)
+  std::uint32_t retry_after_ms = 0;  // Reply (RateLimited): how long until the router would admit it
 };
 
 // Verifies body as a Debra.Message FlatBuffer and decodes it. Fails with ProtocolError for anything
@@ -191,7 +192,8 @@ FrameView view_acks(std::span<const std::uint64_t> sequences);
 // BatchedReplies: one Reply that answers Accepted to every message in message_ids (not empty), in
 // their order.
 FrameView view_accepted(std::span<const std::uint64_t> message_ids);
-FrameView view_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code, std::string_view reason);
+FrameView view_reply(std::uint64_t message_id, DeliveryStatus status, ErrorCode error_code, std::string_view reason,
+                     std::uint32_t retry_after_ms = 0);
 // The router's receipt to a sender: status Delivered or Expired; for_client is the recipient.
 Frame encode_receipt(std::uint64_t message_id, std::int32_t recipient, DeliveryStatus status);
 Frame encode_welcome(std::int32_t client_id, std::uint32_t max_frame_size, std::uint32_t delivery_lanes,

@@ -64,6 +64,11 @@ long shutdown_count(const std::string& log, const std::string& what) {
     return ::testing::AssertionFailure() << "the reason does not name the limit " << limit << " and the wait: "
                                          << result.reason;
   }
+  // The same wait, for programs: Reply.retry_after_ms.
+  if (result.retry_after.count() != retry_in_ms(result.reason)) {
+    return ::testing::AssertionFailure() << "retry_after is " << result.retry_after.count() << " ms, the reason says "
+                                         << result.reason;
+  }
   return ::testing::AssertionSuccess();
 }
 

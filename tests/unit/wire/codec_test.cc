@@ -321,6 +321,15 @@ TEST(Codec, ReplyRoundTrip) {
   EXPECT_EQ(m.status, DeliveryStatus::Rejected);
   EXPECT_EQ(m.error_code, ErrorCode::RecipientBusy);
   EXPECT_EQ(m.reason, "busy");
+  EXPECT_EQ(m.retry_after_ms, 0u);
+
+  const Frame limited = to_bytes(view_reply(34, DeliveryStatus::Rejected, ErrorCode::RateLimited, "slow down", 250));
+  m = decode_frame(limited);
+  EXPECT_EQ(m.error_code, ErrorCode::RateLimited);
+  EXPECT_EQ(m.retry_after_ms, 250u);
+  // Absent when zero: other Replies carry no bytes for it.
+  EXPECT_LT(to_bytes(view_reply(34, DeliveryStatus::Rejected, ErrorCode::RateLimited, "slow down", 0)).size(),
+            limited.size());
 
   const Frame offline = encode_reply(32, DeliveryStatus::RecipientOffline, ErrorCode::NoError, "");
   m = decode_frame(offline);
