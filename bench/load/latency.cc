@@ -169,12 +169,18 @@ double Report::msgs_per_s() const {
   return duration_s > 0 ? static_cast<double>(received) / duration_s : 0.0;
 }
 
-std::uint64_t Report::add_pair(std::uint64_t sent_measured, std::uint64_t sent_total, const ReceiveTracker& tracker) {
+std::uint64_t Report::add_pair(std::uint64_t sent_measured, std::uint64_t sent_total, const ReceiveTracker& tracker,
+                               std::uint64_t pair_refused) {
   sent += sent_measured;
   received += tracker.measured_received();
-  lost += tracker.lost(sent_total);
+  // A refused message never arrives, so the tracker counts it missing; the sender was told, so it is
+  // not lost.
+  const std::uint64_t missing = tracker.lost(sent_total);
+  lost += missing - std::min(missing, pair_refused);
   reordered += tracker.reordered();
-  return sent_total - std::min(sent_total, tracker.received());
+  refused += pair_refused;
+  const std::uint64_t accounted = tracker.received() + pair_refused;
+  return sent_total - std::min(sent_total, accounted);
 }
 
 double Report::mib_per_s() const { return msgs_per_s() * static_cast<double>(size) / (1024.0 * 1024.0); }
@@ -197,9 +203,10 @@ std::string format_text(const Report& r) {
   std::snprintf(buf, sizeof buf, "  latency     p50 %.1f us, p99 %.1f us, p99.9 %.1f us\n", r.p50_us, r.p99_us,
                 r.p999_us);
   out += buf;
-  std::snprintf(buf, sizeof buf, "  messages    sent %llu, received %llu, lost %llu, reordered %llu\n",
+  std::snprintf(buf, sizeof buf, "  messages    sent %llu, received %llu, lost %llu, reordered %llu, refused %llu\n",
                 static_cast<unsigned long long>(r.sent), static_cast<unsigned long long>(r.received),
-                static_cast<unsigned long long>(r.lost), static_cast<unsigned long long>(r.reordered));
+                static_cast<unsigned long long>(r.lost), static_cast<unsigned long long>(r.reordered),
+                static_cast<unsigned long long>(r.refused));
   out += buf;
   return out;
 }
@@ -222,6 +229,7 @@ std::string format_json(const Report& r) {
   out += ",\"p999_us\":" + json_number(r.p999_us, 1);
   out += ",\"lost\":" + std::to_string(r.lost);
   out += ",\"reordered\":" + std::to_string(r.reordered);
+  out += ",\"refused\":" + std::to_string(r.refused);
   out += '}';
   return out;
 }

@@ -137,8 +137,9 @@ struct Report {
   double duration_s = 0;  // the measured window
   std::uint64_t sent = 0;
   std::uint64_t received = 0;
-  std::uint64_t lost = 0;
+  std::uint64_t lost = 0;      // accepted (or, without replies, sent) and never received
   std::uint64_t reordered = 0;
+  std::uint64_t refused = 0;   // refused by the router with a reason (a rate limit, a quota): not lost
   double p50_us = 0;
   double p99_us = 0;
   double p999_us = 0;
@@ -147,15 +148,17 @@ struct Report {
   double mib_per_s() const;
   void set_latency(const LatencyHistogram& histogram);
   // Adds one pair: its sender sent sequence numbers 0..sent_total-1, sent_measured of them inside the
-  // window; tracker is its receiver's. Returns how many of the sent messages never arrived.
-  std::uint64_t add_pair(std::uint64_t sent_measured, std::uint64_t sent_total, const ReceiveTracker& tracker);
+  // window, and the router refused `refused` of them (whole run); tracker is its receiver's. Returns
+  // how many of the messages not refused never arrived.
+  std::uint64_t add_pair(std::uint64_t sent_measured, std::uint64_t sent_total, const ReceiveTracker& tracker,
+                         std::uint64_t refused = 0);
 };
 
 // A few human-readable lines, each ending in '\n'.
 std::string format_text(const Report& report);
 // One JSON object on one line, no trailing newline, keys in this order:
 // {"tool","mode","pairs","size","window","duration_s","sent","received","msgs_per_s","mib_per_s",
-//  "p50_us","p99_us","p999_us","lost","reordered"}.
+//  "p50_us","p99_us","p999_us","lost","reordered","refused"}.
 std::string format_json(const Report& report);
 // Without json: the text on stdout. With json: the JSON line (and '\n') alone on stdout, the text
 // on stderr, so `tool --json > result.json` captures exactly one line.

@@ -202,6 +202,7 @@ Report sample_report() {
   r.received = 3500000;
   r.lost = 0;
   r.reordered = 0;
+  r.refused = 7;
   r.p50_us = 812.34;
   r.p99_us = 2400.0;
   r.p999_us = 3100.5;
@@ -220,7 +221,7 @@ TEST(ReportTest, JsonHasExactlyTheDocumentedKeysInOrder) {
   EXPECT_EQ(format_json(sample_report()),
             "{\"tool\":\"nats\",\"mode\":\"tls\",\"pairs\":64,\"size\":64,\"window\":64,\"duration_s\":5.000,"
             "\"sent\":3500064,\"received\":3500000,\"msgs_per_s\":700000.0,\"mib_per_s\":42.725,"
-            "\"p50_us\":812.3,\"p99_us\":2400.0,\"p999_us\":3100.5,\"lost\":0,\"reordered\":0}");
+            "\"p50_us\":812.3,\"p99_us\":2400.0,\"p999_us\":3100.5,\"lost\":0,\"reordered\":0,\"refused\":7}");
 }
 
 TEST(ReportTest, JsonEscapesStrings) {
@@ -243,7 +244,7 @@ TEST(ReportTest, SetLatencyConvertsToMicroseconds) {
 TEST(ReportTest, TextMentionsEveryNumber) {
   const std::string text = format_text(sample_report());
   for (const char* needle : {"nats (tls)", "64 pairs", "700000 msgs/s", "p99.9 3100.5 us", "received 3500000",
-                             "lost 0", "reordered 0"}) {
+                             "lost 0", "reordered 0", "refused 7"}) {
     EXPECT_NE(text.find(needle), std::string::npos) << needle << " in:\n" << text;
   }
 }
@@ -262,6 +263,20 @@ TEST(ReportTest, AddPairSumsCountsAndReturnsWhatNeverArrived) {
   EXPECT_EQ(r.received, 3u);
   EXPECT_EQ(r.lost, 2u);
   EXPECT_EQ(r.reordered, 0u);
+  EXPECT_EQ(r.refused, 0u);
+}
+
+TEST(ReportTest, RefusedMessagesAreNotLost) {
+  LatencyHistogram h;
+  const MeasureWindow window{100, 200};
+  ReceiveTracker t(h);
+  // 0..5 sent; the router refused 2 and 5 (the sender heard why) and 4 never came.
+  for (std::uint64_t seq : {0, 1, 3}) t.on_message({150, seq}, 160, window);
+  Report r;
+  EXPECT_EQ(r.add_pair(6, 6, t, 2), 1u);
+  EXPECT_EQ(r.lost, 1u);
+  EXPECT_EQ(r.refused, 2u);
+  EXPECT_EQ(r.received, 3u);
 }
 
 }  // namespace

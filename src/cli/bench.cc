@@ -55,6 +55,7 @@ constexpr std::uint64_t kDrainGraceNs = 3'000'000'000;
 // wake-ups than they buy accuracy.
 constexpr std::uint64_t kPaceTickNs = 50'000;
 constexpr auto kPollInterval = 2ms;
+constexpr std::uint64_t kUnlimited = std::numeric_limits<std::uint64_t>::max();
 // Handshakes in progress at once during a throughput run's set-up: below the router's default
 // --retry-threshold (64). Above it every client must do a Retry round trip, and an Initial the
 // client retransmitted before it saw the Retry can cost a connection slot on the router until that
@@ -101,6 +102,8 @@ class TokenMinter {
 struct Outcome {
   std::atomic<bool> failed{false};
   std::atomic<bool> closing{false};  // the main thread is closing the connections: closes are expected
+  std::atomic<bool> refusal_shown{false};  // the first refusal's reason is printed, the rest counted
+  std::atomic<bool> rate_limited{false};
 
   // Reports the first failure only: the rest are usually its consequences.
   void fail(const std::string& what) {
@@ -173,13 +176,22 @@ struct Pair {
   std::uint64_t sent_measured = 0;  // sent with a timestamp inside the window
   std::uint64_t next_message_id = 0;
   std::uint64_t replies = 0;
-  std::uint64_t rejected = 0;
+  // Against a rate limit: no sends before resume_ns, and at most limit_window in flight, halved at
+  // each refusal and grown by one per accepted message, so a limited pair settles near the rate it
+  // is allowed instead of offering a whole window for every token.
+  std::uint64_t resume_ns = 0;
+  std::uint64_t limit_window = kUnlimited;
   // Receiver side.
   ReceiveTracker tracker;
   std::uint64_t malformed = 0;
   // Shared.
   std::atomic<std::uint64_t> published{0};  // next_seq as of the sender's last batch
   std::atomic<std::uint64_t> received{0};   // tracker.received() as of the receiver's last message
+  // Refused messages never arrive, but they leave the window: the sender heard the outcome.
+  std::atomic<std::uint64_t> refused{0};
+  std::uint64_t settled() const {
+    return received.load(std::memory_order_acquire) + refused.load(std::memory_order_acquire);
+  }
 };
 
 // Load: the shared parameters of a throughput run, written before go is set.
@@ -244,6 +256,8 @@ class Worker {
     if (!started_ && load_ != nullptr && load_->go.load(std::memory_order_acquire)) started_ = true;
     return started_ ? &load_->window : nullptr;
   }
+  // Messages in flight per pair (--window); throughput runs only.
+  std::uint64_t window_size() const { return load_ != nullptr ? load_->window_size : 1; }
 
   // Counters the main thread polls.
   std::atomic<std::uint64_t> registered{0};
@@ -284,7 +298,7 @@ class Worker {
   std::uint64_t max_connecting_ = 1;
   std::uint64_t connecting_ = 0;
   std::size_t next_to_connect_ = 0;
-  net::EventLoop::TimerId pace_timer_ = 0;
+  net::EventLoop::TimerId send_timer_ = 0;  // wakes the loop when a paced or rate-limited pair may send
 };
 
 // ---- BenchConnection
@@ -336,8 +350,23 @@ void BenchConnection::handle(const wire::Message& message) {
     case wire::MessageType::Reply:
       if (pair == nullptr || receiver) return;
       pair->replies += 1 + message.message_ids.size();  // a batched Reply answers several
+      if (message.status == wire::DeliveryStatus::Accepted && pair->limit_window != kUnlimited) {
+        pair->limit_window = std::min(pair->limit_window + 1 + message.message_ids.size(), worker_.window_size());
+      }
       if (message.status != wire::DeliveryStatus::Accepted) {
-        if (pair->rejected++ == 0) {
+        pair->refused.fetch_add(1 + message.message_ids.size(), std::memory_order_release);
+        if (message.error_code == wire::ErrorCode::RateLimited) {
+          worker_.outcome().rate_limited.store(true, std::memory_order_relaxed);
+          // As a well-behaved client would: wait as long as the router says (a router that predates
+          // retry_after_ms gets a millisecond).
+          const std::uint64_t now = bench::now_ns();
+          const std::uint64_t wait_ns = std::max<std::uint64_t>(message.retry_after_ms, 1) * 1'000'000;
+          if (now >= pair->resume_ns) {  // the first refusal of what was sent since the last wait
+            pair->limit_window = std::max<std::uint64_t>(1, std::min(pair->limit_window, worker_.window_size()) / 2);
+          }
+          pair->resume_ns = std::max(pair->resume_ns, now + wait_ns);
+        }
+        if (!worker_.outcome().refusal_shown.exchange(true)) {
           std::fprintf(stderr, "debra bench: the router refused a message of id %d: %s %.*s\n", session_.id(),
                        std::string(wire::to_string(message.error_code)).c_str(),
                        static_cast<int>(message.reason.size()), message.reason.data());
@@ -406,10 +435,14 @@ void Worker::send_due() {
   std::uint64_t next_due_ns = std::numeric_limits<std::uint64_t>::max();
   for (Pair* p : send_pairs_) {
     if (!p->sender->registered()) continue;
-    const std::uint64_t received = p->received.load(std::memory_order_acquire);
-    const std::uint64_t in_flight = p->next_seq - std::min(p->next_seq, received);
-    if (in_flight >= load_->window_size) continue;
-    std::uint64_t room = load_->window_size - in_flight;
+    if (now < p->resume_ns) {
+      next_due_ns = std::min(next_due_ns, p->resume_ns);
+      continue;
+    }
+    const std::uint64_t in_flight = p->next_seq - std::min(p->next_seq, p->settled());
+    const std::uint64_t allowed = std::min(load_->window_size, p->limit_window);
+    if (in_flight >= allowed) continue;
+    std::uint64_t room = allowed - in_flight;
     if (paced) {
       // Message k of a pair is due at start + phase + k / rate; due counts the messages due by now.
       const std::uint64_t pair_start = load_->start_ns + p->phase_ns;
@@ -426,9 +459,9 @@ void Worker::send_due() {
     send(*p, room);
     if (paced) next_due_ns = std::min(next_due_ns, due_at(*p, p->next_seq));
   }
-  if (paced && pace_timer_ == 0 && next_due_ns != std::numeric_limits<std::uint64_t>::max()) {
+  if (send_timer_ == 0 && next_due_ns != std::numeric_limits<std::uint64_t>::max()) {
     const std::uint64_t delay = std::max(kPaceTickNs, next_due_ns > now ? next_due_ns - now : 0);
-    pace_timer_ = loop_.add_timer(loop_.now() + delay, [this] { pace_timer_ = 0; });
+    send_timer_ = loop_.add_timer(loop_.now() + delay, [this] { send_timer_ = 0; });
   }
 }
 
@@ -589,7 +622,7 @@ int run_bench(const BenchFlags& flags) {
   std::this_thread::sleep_until(std::chrono::steady_clock::time_point(std::chrono::nanoseconds(load.window.end_ns)));
   const auto sent_everything = [&] {
     return std::all_of(pairs.begin(), pairs.end(), [](const auto& p) {
-      return p->received.load(std::memory_order_acquire) >= p->published.load(std::memory_order_acquire);
+      return p->settled() >= p->published.load(std::memory_order_acquire);
     });
   };
   // The senders' last batch goes out in the iteration after end_ns at the latest.
@@ -611,14 +644,12 @@ int run_bench(const BenchFlags& flags) {
   LatencyHistogram histogram;
   for (auto& w : workers.list) histogram.merge(w->histogram());
   std::uint64_t malformed = 0;
-  std::uint64_t rejected = 0;
   std::uint64_t replies = 0;
   std::uint64_t sent_total = 0;
   std::uint64_t in_flight_left = 0;
   for (auto& p : pairs) {
-    in_flight_left += report.add_pair(p->sent_measured, p->next_seq, p->tracker);
+    in_flight_left += report.add_pair(p->sent_measured, p->next_seq, p->tracker, p->refused.load());
     malformed += p->malformed;
-    rejected += p->rejected;
     replies += p->replies;
     sent_total += p->next_seq;
   }
@@ -626,10 +657,16 @@ int run_bench(const BenchFlags& flags) {
   if (malformed > 0) {
     std::fprintf(stderr, "debra bench: %llu payloads without the header\n", static_cast<unsigned long long>(malformed));
   }
-  if (rejected > 0) {
-    std::fprintf(stderr, "debra bench: the router refused %llu messages\n", static_cast<unsigned long long>(rejected));
+  if (report.refused > 0) {
+    std::fprintf(stderr, "debra bench: the router refused %llu messages; the throughput counts those it accepted\n",
+                 static_cast<unsigned long long>(report.refused));
   }
-  if (flags.client.protocol == Protocol::Native && replies + rejected < sent_total && !workers.outcome.failed) {
+  if (workers.outcome.rate_limited) {
+    std::fprintf(stderr,
+                 "debra bench: the router's per-id rate limit set the pace; to measure the router itself, start it "
+                 "with --rate-messages 0 --rate-bytes 0\n");
+  }
+  if (flags.client.protocol == Protocol::Native && replies < sent_total && !workers.outcome.failed) {
     std::fprintf(stderr, "debra bench: %llu of %llu messages had no reply when the connections closed\n",
                  static_cast<unsigned long long>(sent_total - replies),
                  static_cast<unsigned long long>(sent_total));

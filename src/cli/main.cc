@@ -451,7 +451,7 @@ int main(int argc, char** argv) {
   std::string bench_mode = "native";
   auto* bench = app.add_subcommand(
       "bench", "Load test: P sender/receiver pairs, at most W un-received messages in flight per pair; reports "
-               "msgs/s, MiB/s, one-way latency and lost/reordered counts (docs/benchmarks.md)");
+               "msgs/s, MiB/s, one-way latency and lost/reordered/refused counts (docs/benchmarks.md)");
   flags.add_to(*bench);
   auto add_bench_common = [&](CLI::App& command, std::string& token_secret_file, unsigned& threads, bool& json_out,
                               bool& verbose) {

@@ -44,19 +44,31 @@ std::string only_line(const std::string& out) {
 
 const std::vector<std::string> kReportKeys{"tool",   "mode",     "pairs",      "size",      "window",
                                            "duration_s", "sent", "received",  "msgs_per_s", "mib_per_s",
-                                           "p50_us", "p99_us",   "p999_us",    "lost",      "reordered"};
+                                           "p50_us", "p99_us",   "p999_us",    "lost",      "reordered",
+                                           "refused"};
 
 // The keys of `debra bench connections --json`, in order.
 const std::vector<std::string> kConnectionsReportKeys{
     "tool", "test", "mode", "count", "connected", "failed", "concurrency", "elapsed_s", "handshakes_per_s",
     "server_rss_before_kib", "server_rss_after_kib", "rss_per_connection_kib"};
 
+// `debra bench ARGS --json` against server; report is its JSON line parsed (empty if it is not one
+// line with the documented keys).
+CliResult run_bench(const ServerProcess& server, const std::vector<std::string>& args,
+                    std::map<std::string, std::string>& report) {
+  std::vector<std::string> argv{"bench", "--server", server.address(), "--ca", server.ca_file()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  argv.push_back("--json");
+  CliResult run = run_cli(argv, 60s);
+  report = parse_flat_json(only_line(run.out), kReportKeys);
+  return run;
+}
+
 void expect_throughput_run(const ServerProcess& server, const std::string& mode) {
-  auto run = run_cli({"bench", "--server", server.address(), "--ca", server.ca_file(), "--mode", mode, "--pairs",
-                      "2", "--size", "64", "--duration", "1", "--warmup", "0.5", "--json"},
-                     60s);
+  std::map<std::string, std::string> report;
+  auto run = run_bench(server, {"--mode", mode, "--pairs", "2", "--size", "64", "--duration", "1", "--warmup", "0.5"},
+                       report);
   ASSERT_EQ(run.exit_code, 0) << run.describe();
-  auto report = parse_flat_json(only_line(run.out), kReportKeys);
   ASSERT_FALSE(report.empty()) << "not one JSON line with the documented keys: " << run.describe();
   EXPECT_EQ(report["tool"], "\"debra\"");
   EXPECT_EQ(report["mode"], "\"" + mode + "\"");
@@ -68,6 +80,7 @@ void expect_throughput_run(const ServerProcess& server, const std::string& mode)
   EXPECT_GT(std::stod(report["p50_us"]), 0.0);
   EXPECT_EQ(report["lost"], "0") << run.describe();
   EXPECT_EQ(report["reordered"], "0") << run.describe();
+  EXPECT_EQ(report["refused"], "0") << run.describe();
   EXPECT_NE(run.err.find("debra (" + mode + "): 2 pairs, 64 B payload"), std::string::npos) << run.describe();
 }
 
@@ -93,16 +106,38 @@ TEST(BenchIntegration, LegacyRunDeliversEveryMessage) {
 TEST(BenchIntegration, PacedRunStaysNearItsRate) {
   ServerProcess server;
   ASSERT_TRUE(server.start());
-  auto run = run_cli({"bench", "--server", server.address(), "--ca", server.ca_file(), "--pairs", "2", "--rate",
-                      "200", "--duration", "1", "--warmup", "0", "--json"},
-                     60s);
+  std::map<std::string, std::string> report;
+  auto run = run_bench(server, {"--pairs", "2", "--rate", "200", "--duration", "1", "--warmup", "0"}, report);
   ASSERT_EQ(run.exit_code, 0) << run.describe();
-  auto report = parse_flat_json(only_line(run.out), kReportKeys);
   ASSERT_FALSE(report.empty()) << run.describe();
   // 200 msgs/s for 1 s: pacing releases at most a tick's worth early and never more than the rate.
   EXPECT_GE(std::stoull(report["sent"]), 150u) << run.describe();
   EXPECT_LE(std::stoull(report["sent"]), 205u) << run.describe();
   EXPECT_EQ(report["lost"], "0") << run.describe();
+}
+
+// Against a router that limits each id, a run measures the limit: refused messages leave the
+// window (they used to hold it until the run ended, so nothing more was sent), are counted apart
+// from lost ones, and the senders back off as the replies say instead of offering a window per token.
+TEST(BenchIntegration, AgainstARateLimitRefusalsAreCountedAndSendingGoesOn) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_args({"--rate-messages", "200", "--rate-message-burst", "20"})));
+  std::map<std::string, std::string> report;
+  auto run = run_bench(server, {"--pairs", "2", "--size", "64", "--duration", "1.5", "--warmup", "0.5"}, report);
+  ASSERT_EQ(run.exit_code, 0) << run.describe();
+  ASSERT_FALSE(report.empty()) << run.describe();
+  const auto received = std::stoull(report["received"]);
+  const auto refused = std::stoull(report["refused"]);
+  // Two senders at 200 msgs/s: 600 in the 1.5 s window, their bursts spent in the warm-up; at most
+  // what the whole 2 s run allowed them.
+  EXPECT_GE(received, 200u) << run.describe();
+  EXPECT_LE(received, 2 * (200 * 2 + 20)) << run.describe();
+  EXPECT_GT(refused, 0u) << run.describe();
+  // Backing off, a sender is refused about once or twice per message accepted (refused counts the
+  // warm-up too); offering its window whenever the reply's wait is over, some 60 times.
+  EXPECT_LT(refused, 5 * received) << "the senders did not back off: " << run.describe();
+  EXPECT_EQ(report["lost"], "0") << run.describe();
+  EXPECT_NE(run.err.find("start it with --rate-messages 0 --rate-bytes 0"), std::string::npos) << run.describe();
 }
 
 TEST(BenchIntegration, IdleConnectionsRegisterAndReportServerMemory) {
