@@ -511,16 +511,9 @@ core::AppendResult LogStore::append(const core::Delivery& delivery, std::span<co
     ++stats_.unavailable;
     return {core::AppendStatus::Unavailable, 0, "the message is larger than the message log takes"};
   }
-  if (end_offset() + record_size > options_.segment_bytes && end_offset() > log::kHeaderSize) {
-    // Roll over: what is buffered goes to the full segment (made durable by the next commit).
-    if (auto written = write_buffer(); !written) {
-      ++stats_.unavailable;
-      return {core::AppendStatus::Unavailable, 0, "the message store cannot write: " + written.error().message};
-    }
-    if (auto started = start_segment(); !started) {
-      ++stats_.unavailable;
-      return {core::AppendStatus::Unavailable, 0, "the message store cannot write: " + started.error().message};
-    }
+  if (auto room = make_room(record_size); !room) {
+    ++stats_.unavailable;
+    return {core::AppendStatus::Unavailable, 0, "the message store cannot write: " + room.error().message};
   }
   const std::uint64_t sequence = next_sequence_++;
   log::AppendRecord record{sequence,
@@ -553,6 +546,7 @@ std::optional<core::StoredMessage> LogStore::acknowledge(core::ClientId recipien
   auto it = inbox->second.messages.find(sequence);
   if (it == inbox->second.messages.end()) return std::nullopt;
   const std::uint64_t bytes = it->second.payload_size;
+  make_room_for_remove();
   log::encode(log::RemoveRecord{sequence, recipient}, active_salt_, buffer_);
   core::StoredMessage acked = release(recipient, it, active_);
   dirty_ = true;
@@ -649,6 +643,7 @@ std::vector<core::StoredMessage> LogStore::expire(std::int64_t now_ms) {
     auto it = inbox->second.messages.find(sequence);
     if (it == inbox->second.messages.end() || it->second.expires_at_ms != deadline) continue;
     const std::uint64_t bytes = it->second.payload_size;
+    make_room_for_remove();
     log::encode(log::RemoveRecord{sequence, recipient}, active_salt_, buffer_);
     out.push_back(release(recipient, it, active_));
     --stats_.held_messages;
@@ -665,6 +660,30 @@ std::vector<core::StoredMessage> LogStore::expire(std::int64_t now_ms) {
 Result<void, Error> LogStore::commit_if_always() {
   if (sync_ != SyncMode::Always) return {};
   return commit();
+}
+
+Result<void, Error> LogStore::make_room(std::size_t record_size) {
+  // Past segment_bytes a direct write would need blocks the segment did not take when it started,
+  // and on the sync thread a full disk would stop the store instead of refusing messages.
+  if (end_offset() + record_size + log::kEndMarkSize <= options_.segment_bytes || end_offset() <= log::kHeaderSize) {
+    return {};
+  }
+  // Roll over: what is buffered goes to the full segment (made durable by the next commit).
+  if (auto written = write_buffer(); !written) return written;
+  auto started = start_segment();
+  if (started) removal_overflow_logged_ = false;
+  return started;
+}
+
+void LogStore::make_room_for_remove() {
+  // An acknowledgement cannot be refused, so on a full disk its record goes past the segment's size.
+  if (auto room = make_room(log::kRemoveRecordSize); !room) {
+    if (!removal_overflow_logged_) {
+      spdlog::warn("message log: cannot start a new segment ({}); removals go in the full one until one starts",
+                   room.error().message);
+    }
+    removal_overflow_logged_ = true;
+  }
 }
 
 Result<void, Error> LogStore::write_buffer() {
@@ -1109,7 +1128,7 @@ void LogStore::compact() {
     if (now_ms - segment.closed_at_ms < options_.compact_after_ms) continue;
     if (segment.written < options_.segment_bytes / 2 || segment.live_bytes * 4 > segment.written) continue;
     // The copies stay within the active segment's size, and so within the disk space it has taken.
-    if (end_offset() + segment.live_bytes > options_.segment_bytes) return;
+    if (end_offset() + segment.live_bytes + log::kEndMarkSize > options_.segment_bytes) return;
     // The held records are found through the index and read where they are, in runs of nearby
     // ones: a segment holds under a quarter of live bytes here, and after direct writes what is
     // read comes from the disk, which page faults on a mapping would read a few pages at a time.

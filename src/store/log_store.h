@@ -200,6 +200,11 @@ class LogStore final : public core::MessageStore {
     std::uint32_t salt = 0;
   };
   Result<void, Error> start_segment();
+  // Starts a new segment if a record of record_size, and the end mark after it, would take the
+  // active one past segment_bytes (unless the active one is empty: a larger record goes alone).
+  Result<void, Error> make_room(std::size_t record_size);
+  // Before a Remove record: make_room, or on failure (a full disk) the active segment takes it.
+  void make_room_for_remove();
   // The spare's file as segment id, or false (the spare is gone then) if the disk refused.
   bool reuse_spare(std::uint64_t id, Segment& segment);
   void adopt_spare(std::uint64_t id);
@@ -261,6 +266,7 @@ class LogStore final : public core::MessageStore {
   log::Bytes buffer_;
   std::size_t buffer_base_ = 0;
   bool direct_ = false;  // the sync thread writes segments with O_DIRECT where it can
+  bool removal_overflow_logged_ = false;  // since the last segment started
   std::deque<DirectWrite> in_flight_;  // direct: made, or to be made, by the sync thread; oldest first
   std::uint64_t next_write_ = 1;
   std::uint64_t queued_writes_ = 0;            // the last write handed to the sync thread

@@ -553,6 +553,64 @@ TEST(LogStore, ASegmentIsCompactedOnlyOnceItHasBeenClosedForAWhile) {
   EXPECT_EQ(text(pending[0].payload), "for the offline one");
 }
 
+// No segment grows past segment_bytes, whose disk space it took when it started: a removal that
+// does not fit starts the next segment, as a message does, and compaction copies held messages into
+// the active segment only when they fit (otherwise they wait for the next one).
+TEST(LogStore, NoSegmentGrowsPastItsSizeWithRemovalsOrCompactedCopies) {
+  TempDir dir;
+  constexpr std::size_t kSegment = 8192;
+  const std::vector<std::uint8_t> payload(300, 'x');
+  std::vector<std::string> held;
+  std::uint64_t message_id = 0;
+  std::uint64_t traffic = 0;
+  {
+    auto store = open_log(dir.path(), small_segments(kSegment));
+    const auto expect_no_segment_too_large = [&] {
+      for (const auto& segment : dir.segments()) {
+        ASSERT_LE(fs::file_size(segment), kSegment) << segment << " after message " << message_id;
+      }
+    };
+    // Traffic recipient 2 takes at once.
+    const auto pass_one = [&] {
+      auto s = store->append(delivery(1, 2, ++message_id), payload, false, 0).sequence;
+      ASSERT_TRUE(store->commit());
+      store->acknowledge(2, s);
+      ASSERT_TRUE(store->commit());
+      ++traffic;
+      expect_no_segment_too_large();
+    };
+    for (core::ClientId late = 3; late < 13; ++late) {
+      // A segment's worth for a recipient that comes back later and takes all but a few: its
+      // segment becomes worth compacting at some point of the traffic after it, so the active
+      // segment is full to a different degree each time.
+      std::vector<std::uint64_t> sequences;
+      for (int k = 0; k < 24; ++k) {
+        const std::string text = "for " + std::to_string(late) + ": " + std::to_string(k) + std::string(280, '.');
+        auto result = store->append(delivery(1, late, ++message_id), bytes(text), false, 0);
+        ASSERT_EQ(result.status, AppendStatus::Stored);
+        sequences.push_back(result.sequence);
+        if (k >= 20) held.push_back(text);
+      }
+      ASSERT_TRUE(store->commit());
+      for (int k = 0; k < 40 + 3 * late; ++k) pass_one();
+      for (int k = 0; k < 20; ++k) {
+        store->acknowledge(late, sequences[static_cast<std::size_t>(k)]);
+        ASSERT_TRUE(store->commit());
+        pass_one();
+      }
+    }
+    // 53 segments were written; without compaction, 31 would still be here (every one that holds
+    // some of a late recipient's last four, and those cancelling records in them).
+    EXPECT_LE(dir.segments().size(), 16u) << "compaction did not run";
+  }
+  std::vector<std::string> reopened;
+  auto store = open_log(dir.path());
+  for (core::ClientId late = 3; late < 13; ++late) {
+    for (const auto& m : store->pending(late, 0, 100)) reopened.push_back(text(m.payload));
+  }
+  EXPECT_EQ(reopened, held);
+}
+
 // Compaction reads each held record where the index says it is, and checks it: one damaged since
 // start-up stays where it is, with its segment, rather than be copied forward as it now reads.
 TEST(LogStore, CompactionLeavesARecordDamagedSinceStartUpWhereItIs) {
