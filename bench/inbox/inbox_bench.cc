@@ -8,6 +8,11 @@
 //            for) and send -> delivery, p50/p99 in microseconds.
 // Prints one JSON line. Run it against routers with each --sync mode and with --store none (plain
 // forwarding) to compare; bench/inbox/run.sh does exactly that.
+//
+// With --trickle R it does none of that: it sends R messages a second to the offline recipient for
+// --seconds, as a user's inbox fills while they are away, and leaves them there. Beside other
+// traffic that makes the message log compact the segments they are spread over
+// (bench/inbox/compaction.sh).
 #include <CLI/CLI.hpp>
 #include <debra/client.h>
 
@@ -16,6 +21,7 @@
 #include <cstdio>
 #include <deque>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -43,6 +49,42 @@ std::unique_ptr<debra::Client> connect(const std::string& server, const std::str
   return std::move(*client);
 }
 
+// Paced by the clock: by any moment, rate × elapsed messages have been sent. Each reply is waited for
+// once a window's worth is out, so the router's pace is felt but does not set the rate.
+int trickle(debra::Client& sender, std::int32_t recipient, const std::vector<std::uint8_t>& payload, double rate,
+            double seconds, std::size_t window, const std::string& label) {
+  std::deque<std::future<debra::SendResult>> in_flight;
+  std::size_t sent = 0;
+  std::size_t accepted = 0;
+  std::string first_refusal;
+  auto settle_one = [&] {
+    auto result = in_flight.front().get();
+    in_flight.pop_front();
+    if (result.ok()) {
+      ++accepted;
+    } else if (first_refusal.empty()) {
+      first_refusal = result.reason.empty() ? std::string(debra::to_string(result.status)) : result.reason;
+    }
+  };
+  const auto start = Clock::now();
+  for (;;) {
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    if (elapsed >= seconds) break;
+    while (static_cast<double>(sent) < elapsed * rate) {
+      if (in_flight.size() >= window) settle_one();
+      in_flight.push_back(sender.send(recipient, payload));
+      ++sent;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  while (!in_flight.empty()) settle_one();
+  if (!first_refusal.empty()) std::fprintf(stderr, "debra-inbox-bench: first refusal: %s\n", first_refusal.c_str());
+  std::printf("{\"label\":\"%s\",\"size\":%zu,\"trickle_msgs_per_s\":%.0f,\"seconds\":%.1f,\"sent\":%zu,"
+              "\"accepted\":%zu}\n",
+              label.c_str(), payload.size(), rate, seconds, sent, accepted);
+  return accepted == sent ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,6 +97,8 @@ int main(int argc, char** argv) {
   std::size_t latency_samples = 2000;
   std::int32_t base_id = 1000;
   std::string label = "";
+  double trickle_rate = 0;
+  double trickle_seconds = 10;
   app.add_option("--server", server)->capture_default_str();
   app.add_option("--ca", ca, "CA file; empty: --insecure");
   app.add_option("--count", count, "Messages for enqueue/drain")->capture_default_str();
@@ -64,12 +108,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--base-id", base_id, "Ids base_id and base_id+1 are used")->capture_default_str();
   app.add_option("--label", label, "Copied into the JSON line");
+  app.add_option("--trickle", trickle_rate,
+                 "Instead: send this many messages a second to the offline recipient for --seconds, and leave them")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--seconds", trickle_seconds, "How long --trickle sends")->check(CLI::PositiveNumber)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   std::vector<std::uint8_t> payload(size, 0x5a);
   const std::int32_t sender_id = base_id;
   const std::int32_t recipient_id = base_id + 1;
   auto sender = connect(server, ca, sender_id);
+  if (trickle_rate > 0) return trickle(*sender, recipient_id, payload, trickle_rate, trickle_seconds, window, label);
 
   // Enqueue to an offline recipient (a router without a store answers RecipientOffline: skipped).
   double enqueue_rate = 0;
