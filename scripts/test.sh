@@ -31,11 +31,12 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 ctest --test-dir build-test --output-on-failure -j "$jobs" --timeout 600
 
 # The router's threads share the routing core and hand work to each other: ThreadSanitizer watches
-# the suites that drive them hardest (a report in the router's stderr fails the test).
-tsan_suites=(integration_threads integration_client integration_limits integration_lifecycle)
+# the suites that drive them hardest (a report in the router's stderr fails the test), and the
+# message log's own tests, whose sync and compaction threads hand their results back through post.
+tsan_suites=(integration_threads integration_client integration_limits integration_lifecycle unit_store)
 cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 \
   -DDEBRA_TSAN=ON -DDEBRA_BUILD_BENCH=OFF >/dev/null
 cmake --build build-tsan -j "$jobs" --target debra-server debra "${tsan_suites[@]}"
 export TSAN_OPTIONS=halt_on_error=0
 ctest --test-dir build-tsan --output-on-failure -j "$jobs" --timeout 600 \
-  -R '^(ThreadsIntegration|ClientIntegration|LimitsIntegration|LifecycleIntegration)\.' 
+  -R '^(ThreadsIntegration|ClientIntegration|LimitsIntegration|LifecycleIntegration|LogStore)\.' 

@@ -136,6 +136,10 @@ LogStore::LogStore(std::string dir, SyncMode sync, core::StoreLimits limits, Log
     : dir_(std::move(dir)), sync_(sync), limits_(limits), options_(options), seen_(options.dedupe_max_ranges) {}
 
 LogStore::~LogStore() {
+  // A compaction's reads finish (its completion is never run), and the final commit starts none.
+  closing_ = true;
+  alive_.reset();
+  if (compact_reader_.joinable()) compact_reader_.join();
   // The sync thread finishes what it was given; completions it posts now are never run.
   stop_sync_thread();
   // The thread made every write it was given unless one failed; writes never handed to it (a
@@ -1096,7 +1100,8 @@ void LogStore::reclaim() {
     std::vector<std::uint64_t> doomed;
     for (const auto& [id, segment] : segments_) {
       if (id == active_ || segment.live != 0) continue;
-      if (segment.syncing != 0 || segment.in_file < segment.written || segment.retire_after_job > finished_job_) {
+      if (segment.syncing != 0 || segment.compacting || segment.in_file < segment.written ||
+          segment.retire_after_job > finished_job_) {
         reclaim_due_ = true;  // try again after the next commit
         continue;
       }
@@ -1114,7 +1119,28 @@ void LogStore::reclaim() {
 }
 
 void LogStore::compact() {
-  // One mostly empty old segment per commit: its held messages are copied to the active segment
+  if (closing_ || compaction_running_) return;
+  std::optional<CompactionPlan> plan = plan_compaction();
+  if (!plan) return;
+  if (!post_) {
+    apply_compaction(*plan, read_held(*plan));
+    return;
+  }
+  // The previous reader has posted its completion, its last act, so this join is at most a moment.
+  if (compact_reader_.joinable()) compact_reader_.join();
+  segments_.at(plan->segment).compacting = true;
+  compaction_running_ = true;
+  compact_reader_ = std::thread([this, plan = std::move(*plan), alive = std::weak_ptr<bool>(alive_)]() mutable {
+    CompactionRead read = read_held(plan);
+    post_([this, plan = std::move(plan), read = std::move(read), alive] {
+      if (alive.expired()) return;
+      finish_compaction(plan, read);
+    });
+  });
+}
+
+std::optional<LogStore::CompactionPlan> LogStore::plan_compaction() {
+  // One mostly empty old segment at a time: its held messages are copied to the active segment
   // with their sequence, and the old file goes at a later commit, once the copies are on disk.
   const std::int64_t now_ms = steady_clock_ms();
   for (auto& [id, segment] : segments_) {
@@ -1128,81 +1154,122 @@ void LogStore::compact() {
     if (now_ms - segment.closed_at_ms < options_.compact_after_ms) continue;
     if (segment.written < options_.segment_bytes / 2 || segment.live_bytes * 4 > segment.written) continue;
     // The copies stay within the active segment's size, and so within the disk space it has taken.
-    if (end_offset() + segment.live_bytes + log::kEndMarkSize > options_.segment_bytes) return;
-    // The held records are found through the index and read where they are, in runs of nearby
-    // ones: a segment holds under a quarter of live bytes here, and after direct writes what is
-    // read comes from the disk, which page faults on a mapping would read a few pages at a time.
-    struct Held {
-      std::uint64_t offset;
-      std::size_t size;
-      core::ClientId recipient;
-      std::uint64_t sequence;
-    };
-    std::vector<Held> held;
+    if (end_offset() + segment.live_bytes + log::kEndMarkSize > options_.segment_bytes) return std::nullopt;
+    CompactionPlan plan{id, segment.fd, segment.salt, {}};
     for (const auto& [recipient, inbox] : inboxes_) {
       for (const auto& [sequence, entry] : inbox.messages) {
         if (entry.segment == id) {
-          held.push_back(Held{entry.offset, log::append_record_size(entry.payload_size), recipient, sequence});
+          plan.held.push_back({entry.offset, log::append_record_size(entry.payload_size), recipient, sequence});
         }
       }
     }
-    std::sort(held.begin(), held.end(), [](const Held& x, const Held& y) { return x.offset < y.offset; });
-    constexpr std::uint64_t kMaxGap = 256 * 1024;      // bytes of other records a read may take in
-    constexpr std::uint64_t kMaxRun = 8 * 1024 * 1024;  // bytes one read may cover
-    std::vector<std::uint8_t> run;
-    bool copied = false;
-    for (std::size_t i = 0; i < held.size();) {
-      std::size_t end = i + 1;
-      std::uint64_t run_end = held[i].offset + held[i].size;
-      while (end < held.size() && held[end].offset - run_end <= kMaxGap &&
-             held[end].offset + held[end].size - held[i].offset <= kMaxRun) {
-        run_end = held[end].offset + held[end].size;
-        ++end;
-      }
-      run.resize(static_cast<std::size_t>(run_end - held[i].offset));
-      if (!read_at(segment.fd, run.data(), run.size(), held[i].offset)) {
-        spdlog::error("message log: reading {} bytes at {} of {} to compact it: {}", run.size(), held[i].offset,
-                      segment_path(id), errno_text());
-        segment.damaged = true;
-        break;
-      }
-      for (std::size_t k = i; k < end; ++k) {
-        const auto& [offset, size, recipient, sequence] = held[k];
-        const std::span<const std::uint8_t> record = std::span(run).subspan(offset - held[i].offset, size);
-        log::DecodeResult decoded = log::decode(record, segment.salt);
-        if (decoded.status != log::DecodeStatus::Ok || decoded.record.type != log::RecordType::Append ||
-            decoded.record.append.sequence != sequence) {
-          // Damage since start-up read the record whole: the message stays where it is, and so does
-          // the segment, for good.
-          spdlog::error("message log: {}: the record of message {} at offset {} no longer reads back; not compacted",
-                        segment_path(id), sequence, offset);
-          segment.damaged = true;
-          continue;
-        }
-        Entry& entry = inboxes_.at(recipient).messages.find(sequence)->second;
-        batch_moved_.push_back(Moved{recipient, sequence, id, offset});
-        Segment& active = segments_.at(active_);
-        entry.segment = active_;
-        entry.offset = end_offset();
-        const std::size_t copy = buffer_.size();
-        buffer_.resize(copy + size);
-        std::memcpy(buffer_.data() + copy, record.data(), size);
-        log::resalt(std::span(buffer_).subspan(copy, size), segment.salt, active_salt_);
-        segment.live -= 1;
-        segment.live_bytes -= size;
-        active.live += 1;
-        active.live_bytes += size;
-        copied = true;
-      }
-      i = end;
+    std::sort(plan.held.begin(), plan.held.end(), [](const auto& x, const auto& y) { return x.offset < y.offset; });
+    return plan;
+  }
+  return std::nullopt;
+}
+
+LogStore::CompactionRead LogStore::read_held(const CompactionPlan& plan) {
+  // The held records are read where they are, in runs of nearby ones: a segment holds under a
+  // quarter of live bytes here, and after direct writes what is read comes from the disk, which
+  // page faults on a mapping would read a few pages at a time.
+  constexpr std::uint64_t kMaxGap = 256 * 1024;      // bytes of other records a read may take in
+  constexpr std::uint64_t kMaxRun = 8 * 1024 * 1024;  // bytes one read may cover
+  const auto& held = plan.held;
+  CompactionRead read;
+  read.at.assign(held.size(), CompactionRead::kUnread);
+  std::vector<std::uint8_t> run;
+  for (std::size_t i = 0; i < held.size();) {
+    std::size_t end = i + 1;
+    std::uint64_t run_end = held[i].offset + held[i].size;
+    while (end < held.size() && held[end].offset - run_end <= kMaxGap &&
+           held[end].offset + held[end].size - held[i].offset <= kMaxRun) {
+      run_end = held[end].offset + held[end].size;
+      ++end;
     }
-    // The copies are in the next commit; the segment may go once that one is durable.
-    if (copied) {
-      segment.retire_after_job = next_job_;
-      dirty_ = true;
-      reclaim_due_ = true;
+    run.resize(static_cast<std::size_t>(run_end - held[i].offset));
+    if (!read_at(plan.fd, run.data(), run.size(), held[i].offset)) {
+      read.read_error = fmt::format("reading {} bytes at {}: {}", run.size(), held[i].offset, errno_text());
+      return read;
     }
-    return;
+    read.bytes_read += run.size();
+    for (std::size_t k = i; k < end; ++k) {
+      const std::span<const std::uint8_t> record = std::span(run).subspan(held[k].offset - held[i].offset, held[k].size);
+      log::DecodeResult decoded = log::decode(record, plan.salt);
+      if (decoded.status != log::DecodeStatus::Ok || decoded.record.type != log::RecordType::Append ||
+          decoded.record.append.sequence != held[k].sequence) {
+        read.at[k] = CompactionRead::kDamaged;
+        continue;
+      }
+      read.at[k] = read.records.size();
+      read.records.insert(read.records.end(), record.begin(), record.end());
+    }
+    i = end;
+  }
+  return read;
+}
+
+void LogStore::finish_compaction(const CompactionPlan& plan, const CompactionRead& read) {
+  compaction_running_ = false;
+  auto it = segments_.find(plan.segment);
+  if (it == segments_.end()) return;
+  it->second.compacting = false;
+  if (!failed_.empty()) return;
+  apply_compaction(plan, read);
+  // Whatever it still holds may have been acknowledged meanwhile.
+  if (it->second.live == 0) reclaim_due_ = true;
+}
+
+void LogStore::apply_compaction(const CompactionPlan& plan, const CompactionRead& read) {
+  Segment& segment = segments_.at(plan.segment);
+  bool copied = false;
+  std::size_t count = 0;
+  for (std::size_t k = 0; k < plan.held.size(); ++k) {
+    const auto& [offset, size, recipient, sequence] = plan.held[k];
+    if (read.at[k] == CompactionRead::kUnread) break;
+    // Acknowledged or expired while it was read: nothing to copy.
+    auto inbox = inboxes_.find(recipient);
+    if (inbox == inboxes_.end()) continue;
+    auto held = inbox->second.messages.find(sequence);
+    if (held == inbox->second.messages.end()) continue;
+    Entry& entry = held->second;
+    if (entry.segment != plan.segment || entry.offset != offset) continue;
+    if (read.at[k] == CompactionRead::kDamaged) {
+      // Damage since start-up read the record whole: the message stays where it is, and so does
+      // the segment, for good.
+      spdlog::error("message log: {}: the record of message {} at offset {} no longer reads back; not compacted",
+                    segment_path(plan.segment), sequence, offset);
+      segment.damaged = true;
+      continue;
+    }
+    // The active segment may have filled since the plan was made: the rest waits for the next one.
+    if (end_offset() + size + log::kEndMarkSize > options_.segment_bytes) break;
+    batch_moved_.push_back(Moved{recipient, sequence, plan.segment, offset});
+    Segment& active = segments_.at(active_);
+    entry.segment = active_;
+    entry.offset = end_offset();
+    const std::size_t copy = buffer_.size();
+    buffer_.resize(copy + size);
+    std::memcpy(buffer_.data() + copy, read.records.data() + read.at[k], size);
+    log::resalt(std::span(buffer_).subspan(copy, size), plan.salt, active_salt_);
+    segment.live -= 1;
+    segment.live_bytes -= size;
+    active.live += 1;
+    active.live_bytes += size;
+    copied = true;
+    ++count;
+  }
+  if (!read.read_error.empty()) {
+    spdlog::error("message log: {} to compact it: {}", segment_path(plan.segment), read.read_error);
+    segment.damaged = true;
+  }
+  spdlog::debug("message log: compacting {}: {} of {} held records copied forward, {} bytes read",
+                segment_path(plan.segment), count, plan.held.size(), read.bytes_read);
+  // The copies are in the next commit; the segment may go once that one is durable.
+  if (copied) {
+    segment.retire_after_job = next_job_;
+    dirty_ = true;
+    reclaim_due_ = true;
   }
 }
 

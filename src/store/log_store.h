@@ -11,6 +11,7 @@
 #include <memory>
 #include <memory_resource>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -103,6 +104,8 @@ class LogStore final : public core::MessageStore {
   // Whether the active segment is written with O_DIRECT by the sync thread.
   bool writes_direct() const;
   std::size_t spare_count() const { return spares_.size(); }
+  // Whether a compaction's reads are under way on their own thread (with sync_on_thread).
+  bool compacting() const { return compaction_running_; }
 
  private:
   struct Segment {
@@ -123,6 +126,7 @@ class LogStore final : public core::MessageStore {
     std::uint64_t retire_after_job = 0;
     std::int64_t closed_at_ms = 0;  // steady clock, when it stopped taking records; 0: found at start-up
     bool damaged = false;  // compaction found a held record that no longer reads back: never compacted
+    bool compacting = false;  // compaction's thread reads its file: not deleted meanwhile
     std::uint64_t live = 0;     // held messages whose record is here
     std::uint64_t live_bytes = 0;
     // Older segments holding records that a Remove in this one cancels: this one must outlive them.
@@ -236,7 +240,36 @@ class LogStore final : public core::MessageStore {
   void read_payloads(const std::vector<const Entry*>& entries, std::vector<core::StoredMessage>& out) const;
   void rollback();
   void reclaim();
+  // Compaction in three steps: which segment and which of its records (on the owner's thread, from
+  // the index); reading and checking those records (any thread: it touches no member); copying the
+  // ones still held there into the active segment (the owner's thread).
+  struct CompactionPlan {
+    struct Held {
+      std::uint64_t offset;
+      std::size_t size;
+      core::ClientId recipient;
+      std::uint64_t sequence;
+    };
+    std::uint64_t segment = 0;
+    int fd = -1;
+    std::uint32_t salt = 0;
+    std::vector<Held> held;  // by offset
+  };
+  struct CompactionRead {
+    std::vector<std::uint8_t> records;  // those of held that read back, one after another
+    // For each of held: where it is in records, kUnread past a failed read, kDamaged if it no
+    // longer reads back as the record the index says is there.
+    std::vector<std::size_t> at;
+    static constexpr std::size_t kUnread = SIZE_MAX;
+    static constexpr std::size_t kDamaged = SIZE_MAX - 1;
+    std::string read_error;  // a read failed: what, and where
+    std::uint64_t bytes_read = 0;
+  };
   void compact();
+  std::optional<CompactionPlan> plan_compaction();
+  static CompactionRead read_held(const CompactionPlan& plan);
+  void apply_compaction(const CompactionPlan& plan, const CompactionRead& read);
+  void finish_compaction(const CompactionPlan& plan, const CompactionRead& read);
   Result<void, Error> commit_if_always();
   // Whether the open batch must be on disk before its commit completes: it holds messages.
   bool batch_needs_disk() const;
@@ -298,6 +331,15 @@ class LogStore final : public core::MessageStore {
   std::deque<SyncJob> sync_jobs_;
   bool sync_stop_ = false;
   std::atomic<std::uint64_t> syncs_{0};  // the sync thread counts too
+
+  // With sync_on_thread, compaction reads on a thread of its own, one compaction at a time: a
+  // segment's held records can take a segment's worth of reading, tens of milliseconds, which the
+  // loop would otherwise stall for (docs/architecture.md, "The message log").
+  std::thread compact_reader_;
+  bool compaction_running_ = false;
+  bool closing_ = false;  // the destructor runs: no compaction starts
+  // Posted completions check it, so one that runs after the store is gone does nothing.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace debra::store

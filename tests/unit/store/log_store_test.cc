@@ -789,7 +789,8 @@ TEST(LogStore, ABatchOfAcknowledgementsAloneDoesNotWaitForTheDisk) {
 }
 
 // Segments the sync thread still holds are not deleted under it, and compaction's originals stay
-// until the commit with their copies completes; everything ends as it would without the thread.
+// until the commit with their copies completes; everything ends as it would without the thread
+// (compaction's reads there run on a thread of their own, and complete through post too).
 TEST(LogStore, ReclaimAndCompactionWaitForTheSyncThread) {
   TempDir dir;
   std::vector<std::function<void()>> posted;
@@ -829,13 +830,13 @@ TEST(LogStore, ReclaimAndCompactionWaitForTheSyncThread) {
       commit();
       if (i % 7 == 0) run_posted();  // completions lag behind, as on a busy loop
     }
-    for (int spins = 0; outstanding > 0 && spins < 1000; ++spins) {
+    for (int spins = 0; (outstanding > 0 || store->compacting()) && spins < 1000; ++spins) {
       run_posted();
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     ASSERT_EQ(outstanding, 0);
     commit();  // one more round, so that the last compaction's original can go
-    for (int spins = 0; outstanding > 0 && spins < 1000; ++spins) {
+    for (int spins = 0; (outstanding > 0 || store->compacting()) && spins < 1000; ++spins) {
       run_posted();
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
@@ -884,6 +885,84 @@ class Posted {
   std::vector<std::function<void()>> posted_;
 };
 
+// Commits through the sync thread, each expected to succeed, counted until their completions ran.
+class AsyncCommits {
+ public:
+  explicit AsyncCommits(LogStore& store) : store_(store) {}
+  void start() {
+    ++outstanding_;
+    store_.commit_async([this](Result<void, Error> r) {
+      EXPECT_TRUE(r) << r.error().message;
+      --outstanding_;
+    });
+  }
+  int outstanding() const { return outstanding_; }
+  // Runs posted completions until every commit started has completed; false after 10 s.
+  bool drain(Posted& posted) {
+    return posted.run_until([this] { return outstanding_ == 0; });
+  }
+
+ private:
+  LogStore& store_;
+  int outstanding_ = 0;
+};
+
+// With the sync thread, compaction reads a segment's held records on a thread of its own and
+// copies them through post: the owner's thread never waits for the reads. A message acknowledged
+// while its record is read is not copied, and the segment, whose file the reader holds, is not
+// deleted under it even once nothing in it is held.
+TEST(LogStore, CompactionReadsOnItsOwnThreadAndCopiesOnlyWhatIsStillHeld) {
+  for (std::size_t acknowledged_meanwhile : {1u, 3u}) {
+    SCOPED_TRACE(::testing::Message() << acknowledged_meanwhile << " acknowledged while read");
+    TempDir dir;
+    const std::string first = dir.path() + "/log/00000000000000000001.seg";
+    std::vector<std::uint64_t> offline;
+    std::vector<std::string> kept;
+    {
+      Posted posted;
+      auto store = open_log(dir.path(), small_segments());
+      store->sync_on_thread(posted.post());
+      AsyncCommits commits(*store);
+      auto commit = [&] { commits.start(); };
+      auto run_commits = [&] { ASSERT_TRUE(commits.drain(posted)); };
+      for (int k = 0; k < 3; ++k) {
+        const std::string text = "for 99: " + std::to_string(k);
+        offline.push_back(store->append(delivery(1, 99, 100 + k), bytes(text), false, 0).sequence);
+        if (static_cast<std::size_t>(k) >= acknowledged_meanwhile) kept.push_back(text);
+      }
+      // Traffic taken at once, until the first segment is worth compacting and its reads start in
+      // a commit's completion.
+      const std::vector<std::uint8_t> payload(200, 'x');
+      for (std::uint64_t i = 1; !store->compacting(); ++i) {
+        ASSERT_LT(i, 2000u) << "no compaction started";
+        auto s = store->append(delivery(1, 2, i), payload, false, 0).sequence;
+        commit();
+        run_commits();
+        if (store->compacting()) break;
+        store->acknowledge(2, s);
+        commit();
+        run_commits();
+      }
+      // The reads may be done, but nothing is copied until the owner runs their completion.
+      for (std::size_t k = 0; k < acknowledged_meanwhile; ++k) ASSERT_TRUE(store->acknowledge(99, offline[k]));
+      commit();  // Remove records alone, nothing ahead: completes at once, and tries to reclaim
+      EXPECT_EQ(commits.outstanding(), 0);
+      EXPECT_TRUE(store->compacting());
+      EXPECT_TRUE(fs::exists(first)) << "deleted while compaction reads it";
+      ASSERT_TRUE(posted.run_until([&] { return !store->compacting(); }));
+      // Two rounds: the first commits the copies, the second may delete the original.
+      for (int round = 0; round < 2; ++round) {
+        store->append(delivery(1, 2, 5000 + round), payload, false, 0);
+        commit();
+        run_commits();
+      }
+      EXPECT_FALSE(fs::exists(first));
+      EXPECT_EQ(store->stats().held_messages, kept.size() + 2);
+    }
+    expect_reopened_inbox(dir, 99, kept);
+  }
+}
+
 // Whether dir's file system takes what the log's direct writes need: O_DIRECT writes of whole
 // 4 KiB blocks, and fallocate.
 bool takes_direct_io(const std::string& dir) {
@@ -923,14 +1002,8 @@ TEST(LogStore, DirectWritesGiveEveryRecordBackWhereverBlocksCutThroughIt) {
     auto store = open_log(dir.path(), small_segments(256 * 1024));
     store->sync_on_thread(posted.post());
     ASSERT_TRUE(store->writes_direct());
-    int outstanding = 0;
-    auto commit = [&] {
-      ++outstanding;
-      store->commit_async([&](Result<void, Error> r) {
-        EXPECT_TRUE(r) << r.error().message;
-        --outstanding;
-      });
-    };
+    AsyncCommits commits(*store);
+    auto commit = [&] { commits.start(); };
     for (std::uint64_t i = 1; i <= 400; ++i) {
       // 0 to 9,000 bytes: records end anywhere in a block, some span several.
       sent.push_back(patterned(i, (i * 997) % 9001));
@@ -947,7 +1020,7 @@ TEST(LogStore, DirectWritesGiveEveryRecordBackWhereverBlocksCutThroughIt) {
       if (i % 7 == 0) posted.run();
     }
     commit();
-    ASSERT_TRUE(posted.run_until([&] { return outstanding == 0; }));
+    ASSERT_TRUE(commits.drain(posted));
     expect_inbox(*store, "in the file");
     EXPECT_GE(store->segment_count(), 4u);
     // Written in whole blocks: a write through the page cache would end the file at its end mark.
