@@ -83,8 +83,11 @@ class MessageStore {
   // Removes the message with sequence held for recipient; returns it (payload empty) if it was held.
   virtual std::optional<StoredMessage> acknowledge(ClientId recipient, std::uint64_t sequence) = 0;
 
-  // Messages held for recipient with a sequence above after, oldest first, at most limit.
-  virtual std::vector<StoredMessage> pending(ClientId recipient, std::uint64_t after, std::size_t limit) = 0;
+  // Messages held for recipient with a sequence above after, oldest first, at most limit, and none
+  // past the one whose payload brings their total to max_bytes or more (so at least one). The router
+  // reads a backlog in bounded steps with it.
+  virtual std::vector<StoredMessage> pending(ClientId recipient, std::uint64_t after, std::size_t limit,
+                                             std::size_t max_bytes = SIZE_MAX) = 0;
 
   // Removes every message whose deadline is at or before now_ms; returns them (payloads empty).
   virtual std::vector<StoredMessage> expire(std::int64_t now_ms) = 0;

@@ -202,14 +202,23 @@ void Router::fill_waiting() {
 }
 
 void Router::fill(ClientId id, Online& online) {
-  // Up to the queue bound; the rest follows as the peer acknowledges (on_sink_ready), from the
-  // cursor on.
+  // Up to the queue bound and about fill_bytes; the rest follows as the peer acknowledges
+  // (on_sink_ready), from the cursor on.
   const std::size_t batch_size = std::max<std::size_t>(limits_.fill_batch, 1);
+  const std::size_t budget = std::max<std::size_t>(limits_.fill_bytes, 1);
   // The store also holds what is not durable yet; that is handed over when its commit completes.
   const std::uint64_t not_durable = first_not_durable();
   online.awaits_commit = false;
+  // Payload bytes read since the last message handed over: the budget counts only once something
+  // was, since only a handover brings the acknowledgement that resumes the fill.
+  std::size_t read = 0;
+  bool handed = false;
   for (;;) {
-    auto batch = store_->pending(id, online.cursor, batch_size);
+    const std::size_t ask = handed ? budget - std::min(read, budget) : budget;
+    if (ask == 0) return;
+    auto batch = store_->pending(id, online.cursor, batch_size, ask);
+    std::size_t batch_bytes = 0;
+    for (const StoredMessage& m : batch) batch_bytes += m.payload.size();
     for (StoredMessage& m : batch) {
       if (m.sequence >= not_durable) {
         online.awaits_commit = true;
@@ -225,8 +234,11 @@ void Router::fill(ClientId id, Online& online) {
                         wire::encode_delivery(frames_, m.sender, m.recipient, m.message_id, m.payload, m.sequence),
                         m.sequence};
       hand_over(online, delivery);
+      handed = true;
     }
-    if (batch.size() < batch_size) {
+    read = handed ? read + batch_bytes : 0;
+    // A batch cut short by the byte bound says nothing about what is left in the store.
+    if (batch.size() < batch_size && batch_bytes < ask) {
       online.caught_up = true;
       return;
     }

@@ -32,6 +32,11 @@ struct RouterLimits {
   std::size_t max_queued_bytes = 16 * 1024 * 1024;
   // fill_batch: how many stored messages are read from the store at a time for one recipient.
   std::size_t fill_batch = 256;
+  // fill_bytes: about how many payload bytes one flush reads from the store for one recipient (at
+  // least one message's); the rest follows as its peer acknowledges what it got (on_sink_ready).
+  // The store may read them from disk on the router's thread: a returning recipient with a full
+  // connection's worth waiting held every connection up for 23 ms in one go.
+  std::size_t fill_bytes = 256 * 1024;
 };
 
 // RouterStats: counters since the router was created.

@@ -579,15 +579,18 @@ std::vector<std::uint8_t> LogStore::read_payload(const Entry& entry) const {
   return payload;
 }
 
-std::vector<core::StoredMessage> LogStore::pending(core::ClientId recipient, std::uint64_t after, std::size_t limit) {
+std::vector<core::StoredMessage> LogStore::pending(core::ClientId recipient, std::uint64_t after, std::size_t limit,
+                                                   std::size_t max_bytes) {
   std::vector<core::StoredMessage> out;
   auto inbox = inboxes_.find(recipient);
   if (inbox == inboxes_.end()) return out;
   std::vector<const Entry*> entries;
-  for (auto it = inbox->second.messages.upper_bound(after); it != inbox->second.messages.end() && out.size() < limit;
-       ++it) {
+  std::size_t bytes = 0;
+  for (auto it = inbox->second.messages.upper_bound(after);
+       it != inbox->second.messages.end() && out.size() < limit && bytes < max_bytes; ++it) {
     out.push_back(describe(recipient, it->first, it->second));
     entries.push_back(&it->second);
+    bytes += it->second.payload_size;
   }
   read_payloads(entries, out);
   return out;

@@ -73,7 +73,8 @@ class LogStore final : public core::MessageStore {
   core::AppendResult append(const core::Delivery& delivery, std::span<const std::uint8_t> payload,
                             bool receipt_requested, std::int64_t now_ms) override;
   std::optional<core::StoredMessage> acknowledge(core::ClientId recipient, std::uint64_t sequence) override;
-  std::vector<core::StoredMessage> pending(core::ClientId recipient, std::uint64_t after, std::size_t limit) override;
+  std::vector<core::StoredMessage> pending(core::ClientId recipient, std::uint64_t after, std::size_t limit,
+                                          std::size_t max_bytes = SIZE_MAX) override;
   std::vector<core::StoredMessage> expire(std::int64_t now_ms) override;
   Result<void, Error> commit() override;
   // With sync_on_thread and --sync batch: writes the batch, hands its fdatasync to the sync thread

@@ -269,12 +269,13 @@ std::optional<core::StoredMessage> SqliteStore::acknowledge(core::ClientId recip
 }
 
 std::vector<core::StoredMessage> SqliteStore::pending(core::ClientId recipient, std::uint64_t after,
-                                                      std::size_t limit) {
+                                                      std::size_t limit, std::size_t max_bytes) {
   std::vector<core::StoredMessage> out;
+  std::size_t bytes = 0;
   sqlite3_bind_int64(select_pending_, 1, recipient);
   sqlite3_bind_int64(select_pending_, 2, static_cast<std::int64_t>(after));
   sqlite3_bind_int64(select_pending_, 3, static_cast<std::int64_t>(limit));
-  while (sqlite3_step(select_pending_) == SQLITE_ROW) {
+  while (bytes < max_bytes && sqlite3_step(select_pending_) == SQLITE_ROW) {
     core::StoredMessage m;
     m.sequence = static_cast<std::uint64_t>(sqlite3_column_int64(select_pending_, 0));
     m.recipient = recipient;
@@ -284,6 +285,7 @@ std::vector<core::StoredMessage> SqliteStore::pending(core::ClientId recipient, 
     m.expires_at_ms = sqlite3_column_int64(select_pending_, 4);
     const auto* blob = static_cast<const std::uint8_t*>(sqlite3_column_blob(select_pending_, 5));
     m.payload.assign(blob, blob + sqlite3_column_bytes(select_pending_, 5));
+    bytes += m.payload.size();
     out.push_back(std::move(m));
   }
   sqlite3_reset(select_pending_);

@@ -147,6 +147,33 @@ TEST_P(Durability, UnacknowledgedMessagesAreRedeliveredAfterAReconnect) {
   EXPECT_TRUE(drain(*b2, std::chrono::milliseconds(300)).empty()) << "acknowledged messages came back";
 }
 
+// The router hands a backlog over in steps of about 256 KiB, each resumed by the recipient's
+// acknowledgement of the last (RouterLimits::fill_bytes): 2 MiB waiting for an offline recipient
+// arrives whole and in order, with nothing else going on to wake the router.
+TEST_P(Durability, ABacklogOfManyStepsArrivesWholeAndInOrder) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_store()));
+  auto a = connect_client(server, 1);
+  ASSERT_NE(a, nullptr);
+  constexpr std::size_t kCount = 128;
+  std::vector<std::future<SendResult>> sent;
+  for (std::size_t i = 0; i < kCount; ++i) {
+    std::vector<std::uint8_t> payload(16 * 1024, static_cast<std::uint8_t>(i));
+    sent.push_back(a->send(2, payload));
+  }
+  for (auto& s : sent) ASSERT_EQ(await(std::move(s)).status, SendStatus::Accepted);
+  auto b = connect_client(server, 2);
+  ASSERT_NE(b, nullptr);
+  auto got = drain(*b, std::chrono::milliseconds(2000), kCount);
+  ASSERT_EQ(got.size(), kCount);
+  for (std::size_t i = 0; i < kCount; ++i) {
+    ASSERT_EQ(got[i].payload.size(), 16u * 1024) << "message " << i;
+    EXPECT_EQ(got[i].payload.front(), static_cast<std::uint8_t>(i)) << "message " << i;
+    EXPECT_EQ(got[i].payload.back(), static_cast<std::uint8_t>(i)) << "message " << i;
+  }
+  EXPECT_TRUE(drain(*b, std::chrono::milliseconds(200)).empty()) << "something came twice";
+}
+
 TEST_P(Durability, RetriesWithTheSameMessageIdAreDeliveredOnce) {
   ServerProcess server;
   ASSERT_TRUE(server.start(with_store()));

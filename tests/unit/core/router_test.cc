@@ -648,6 +648,65 @@ TEST_P(DurableRouter, FillFromTheStoreKeepsToTheQueueBound) {
   expect_increasing_sequences(slow.delivered);
 }
 
+// A backlog is read from the store about fill_bytes at a time: each flush hands over that much,
+// and the rest follows as the peer acknowledges (on_sink_ready), in order, without gaps.
+TEST_P(DurableRouter, ABacklogIsReadAboutFillBytesAtATime) {
+  RouterLimits limits;
+  limits.fill_bytes = 300;  // three 100-byte payloads
+  start(SyncMode::Batch, {}, limits);
+  for (std::uint64_t id = 1; id <= 10; ++id) ASSERT_EQ(send(router(), 1, 2, id, nullptr, false, 100), Outcome::Stored);
+  router().flush();
+
+  RecordingSink recipient;
+  router().register_client(2, recipient);
+  router().flush();
+  EXPECT_EQ(recipient.delivered_ids(), range(1, 3));
+  router().flush();
+  EXPECT_EQ(recipient.delivered.size(), 3u) << "only the peer's acknowledgement resumes the fill";
+  // New messages wait behind the backlog.
+  ASSERT_EQ(send(router(), 1, 2, 11, nullptr, false, 100), Outcome::Stored);
+  router().flush();
+  EXPECT_EQ(recipient.delivered.size(), 3u);
+  for (int round = 0; round < 10 && recipient.delivered.size() < 11; ++round) {
+    const std::size_t before = recipient.delivered.size();
+    router().on_sink_ready(2);
+    router().flush();
+    EXPECT_LE(recipient.delivered.size() - before, 3u);
+  }
+  EXPECT_EQ(recipient.delivered_ids(), range(1, 11));
+  expect_increasing_sequences(recipient.delivered);
+  // Caught up: the next one goes straight through.
+  ASSERT_EQ(send(router(), 1, 2, 12, nullptr, false, 100), Outcome::Stored);
+  router().flush();
+  EXPECT_EQ(recipient.delivered_ids(), range(1, 12));
+}
+
+// Reading past messages that are due to expire hands nothing over, so it brings no acknowledgement
+// that could resume the fill: the bound counts only from the first message handed over.
+TEST_P(DurableRouter, ExpiredMessagesReadFirstDoNotStallTheFill) {
+  StoreLimits store_limits;
+  store_limits.ttl_ms = 1000;
+  RouterLimits limits;
+  limits.fill_bytes = 200;
+  start(SyncMode::Batch, store_limits, limits);
+  for (std::uint64_t id = 1; id <= 5; ++id) ASSERT_EQ(send(router(), 1, 2, id, nullptr, false, 100), Outcome::Stored);
+  router().flush();
+  router().set_wall_clock_ms(kNow + 2000);  // 1..5 are due; expire() has not run
+  for (std::uint64_t id = 6; id <= 9; ++id) ASSERT_EQ(send(router(), 1, 2, id, nullptr, false, 100), Outcome::Stored);
+  router().flush();
+
+  RecordingSink recipient;
+  router().register_client(2, recipient);
+  router().flush();
+  ASSERT_FALSE(recipient.delivered.empty()) << "the fill stopped before handing anything over";
+  EXPECT_EQ(recipient.delivered.front().message_id, 6u);
+  for (int round = 0; round < 5 && recipient.delivered.size() < 4; ++round) {
+    router().on_sink_ready(2);
+    router().flush();
+  }
+  EXPECT_EQ(recipient.delivered_ids(), range(6, 9));
+}
+
 TEST_P(DurableRouter, AcknowledgeRemovesFromTheStore) {
   RecordingSink first;
   router().register_client(2, first);
@@ -1129,8 +1188,9 @@ class DeferredCommits final : public MessageStore {
   std::optional<StoredMessage> acknowledge(ClientId recipient, std::uint64_t sequence) override {
     return store_.acknowledge(recipient, sequence);
   }
-  std::vector<StoredMessage> pending(ClientId recipient, std::uint64_t after, std::size_t limit) override {
-    return store_.pending(recipient, after, limit);
+  std::vector<StoredMessage> pending(ClientId recipient, std::uint64_t after, std::size_t limit,
+                                     std::size_t max_bytes) override {
+    return store_.pending(recipient, after, limit, max_bytes);
   }
   std::vector<StoredMessage> expire(std::int64_t now_ms) override { return store_.expire(now_ms); }
   Result<void, Error> commit() override { return store_.commit(); }

@@ -59,6 +59,27 @@ TEST_P(MessageStoreTest, PendingIsInArrivalOrderPerRecipient) {
   EXPECT_EQ(store->pending(9, 0, 2).size(), 2u);
 }
 
+// The byte bound stops at the message whose payload brings the total to it, and always returns one.
+TEST_P(MessageStoreTest, PendingStopsAtTheByteBound) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  for (std::uint64_t i = 1; i <= 5; ++i) {
+    ASSERT_EQ(store->append(delivery(1, 9, i), std::vector<std::uint8_t>(100, 'x'), false, 1000).status,
+              AppendStatus::Stored);
+  }
+  ASSERT_TRUE(store->commit());
+  EXPECT_EQ(store->pending(9, 0, 100, 300).size(), 3u);
+  EXPECT_EQ(store->pending(9, 0, 100, 301).size(), 4u);
+  EXPECT_EQ(store->pending(9, 0, 100, 1).size(), 1u);
+  EXPECT_EQ(store->pending(9, 0, 2, 1000).size(), 2u) << "the count still bounds it";
+  const auto first = store->pending(9, 0, 100, 250);
+  ASSERT_EQ(first.size(), 3u);
+  const auto rest = store->pending(9, first.back().sequence, 100, 10'000);
+  ASSERT_EQ(rest.size(), 2u);
+  EXPECT_EQ(rest[0].message_id, 4u);
+  EXPECT_EQ(rest[0].payload.size(), 100u);
+}
+
 TEST_P(MessageStoreTest, ReportsTheDiskSpaceItsFilesTake) {
   TempDir dir;
   auto store = open_store(dir.path());
