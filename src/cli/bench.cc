@@ -176,11 +176,14 @@ struct Pair {
   std::uint64_t sent_measured = 0;  // sent with a timestamp inside the window
   std::uint64_t next_message_id = 0;
   std::uint64_t replies = 0;
-  // Against a rate limit: no sends before resume_ns, and at most limit_window in flight, halved at
-  // each refusal and grown by one per accepted message, so a limited pair settles near the rate it
-  // is allowed instead of offering a whole window for every token.
+  // After a refusal: no sends before resume_ns, and at most limit_window in flight, halved at each
+  // refusal and grown by one per accepted message, so a limited pair settles near the rate it is
+  // allowed instead of offering a whole window for every token (or every free slot of a full inbox).
   std::uint64_t resume_ns = 0;
   std::uint64_t limit_window = kUnlimited;
+  // The wait after a refusal that names none (a full inbox or disk): doubled at each round of
+  // refusals, back to nothing once a message is accepted.
+  std::uint64_t backoff_ns = 0;
   // Receiver side.
   ReceiveTracker tracker;
   std::uint64_t malformed = 0;
@@ -350,22 +353,32 @@ void BenchConnection::handle(const wire::Message& message) {
     case wire::MessageType::Reply:
       if (pair == nullptr || receiver) return;
       pair->replies += 1 + message.message_ids.size();  // a batched Reply answers several
-      if (message.status == wire::DeliveryStatus::Accepted && pair->limit_window != kUnlimited) {
-        pair->limit_window = std::min(pair->limit_window + 1 + message.message_ids.size(), worker_.window_size());
+      if (message.status == wire::DeliveryStatus::Accepted) {
+        pair->backoff_ns = 0;
+        if (pair->limit_window != kUnlimited) {
+          pair->limit_window = std::min(pair->limit_window + 1 + message.message_ids.size(), worker_.window_size());
+        }
       }
       if (message.status != wire::DeliveryStatus::Accepted) {
         pair->refused.fetch_add(1 + message.message_ids.size(), std::memory_order_release);
+        // As a well-behaved client would: wait as long as the router says after a rate limit (a
+        // router that predates retry_after_ms gets a millisecond), and otherwise 0.1 ms, then 0.2,
+        // 0.4... up to a second while nothing is accepted (a full inbox frees as its recipient
+        // acknowledges, a full disk far later).
+        const std::uint64_t now = bench::now_ns();
+        const bool new_round = now >= pair->resume_ns;  // the first refusal of what was sent since the last wait
+        std::uint64_t wait_ns = 0;
         if (message.error_code == wire::ErrorCode::RateLimited) {
           worker_.outcome().rate_limited.store(true, std::memory_order_relaxed);
-          // As a well-behaved client would: wait as long as the router says (a router that predates
-          // retry_after_ms gets a millisecond).
-          const std::uint64_t now = bench::now_ns();
-          const std::uint64_t wait_ns = std::max<std::uint64_t>(message.retry_after_ms, 1) * 1'000'000;
-          if (now >= pair->resume_ns) {  // the first refusal of what was sent since the last wait
-            pair->limit_window = std::max<std::uint64_t>(1, std::min(pair->limit_window, worker_.window_size()) / 2);
-          }
-          pair->resume_ns = std::max(pair->resume_ns, now + wait_ns);
+          wait_ns = std::max<std::uint64_t>(message.retry_after_ms, 1) * 1'000'000;
+        } else {
+          if (new_round) pair->backoff_ns = std::clamp<std::uint64_t>(pair->backoff_ns * 2, 100'000, 1'000'000'000);
+          wait_ns = pair->backoff_ns;
         }
+        if (new_round) {
+          pair->limit_window = std::max<std::uint64_t>(1, std::min(pair->limit_window, worker_.window_size()) / 2);
+        }
+        pair->resume_ns = std::max(pair->resume_ns, now + wait_ns);
         if (!worker_.outcome().refusal_shown.exchange(true)) {
           std::fprintf(stderr, "debra bench: the router refused a message of id %d: %s %.*s\n", session_.id(),
                        std::string(wire::to_string(message.error_code)).c_str(),

@@ -64,6 +64,27 @@ CliResult run_bench(const ServerProcess& server, const std::vector<std::string>&
   return run;
 }
 
+// Two pairs for 1.5 s (after 0.5 s of warm-up) against a router that refuses some of their
+// messages: the run, and what arrived and what was refused.
+struct RefusedRun {
+  CliResult run;
+  std::map<std::string, std::string> report;
+  std::uint64_t received = 0;
+  std::uint64_t refused = 0;
+};
+RefusedRun run_refused(const ServerProcess& server) {
+  RefusedRun r;
+  r.run = run_bench(server, {"--pairs", "2", "--size", "64", "--duration", "1.5", "--warmup", "0.5"}, r.report);
+  EXPECT_EQ(r.run.exit_code, 0) << r.run.describe();
+  EXPECT_FALSE(r.report.empty()) << r.run.describe();
+  if (!r.report.empty()) {
+    r.received = std::stoull(r.report["received"]);
+    r.refused = std::stoull(r.report["refused"]);
+    EXPECT_EQ(r.report["lost"], "0") << r.run.describe();
+  }
+  return r;
+}
+
 void expect_throughput_run(const ServerProcess& server, const std::string& mode) {
   std::map<std::string, std::string> report;
   auto run = run_bench(server, {"--mode", mode, "--pairs", "2", "--size", "64", "--duration", "1", "--warmup", "0.5"},
@@ -122,12 +143,7 @@ TEST(BenchIntegration, PacedRunStaysNearItsRate) {
 TEST(BenchIntegration, AgainstARateLimitRefusalsAreCountedAndSendingGoesOn) {
   ServerProcess server;
   ASSERT_TRUE(server.start(with_args({"--rate-messages", "200", "--rate-message-burst", "20"})));
-  std::map<std::string, std::string> report;
-  auto run = run_bench(server, {"--pairs", "2", "--size", "64", "--duration", "1.5", "--warmup", "0.5"}, report);
-  ASSERT_EQ(run.exit_code, 0) << run.describe();
-  ASSERT_FALSE(report.empty()) << run.describe();
-  const auto received = std::stoull(report["received"]);
-  const auto refused = std::stoull(report["refused"]);
+  const auto [run, report, received, refused] = run_refused(server);
   // Two senders at 200 msgs/s: 600 in the 1.5 s window, their bursts spent in the warm-up; at most
   // what the whole 2 s run allowed them.
   EXPECT_GE(received, 200u) << run.describe();
@@ -136,8 +152,21 @@ TEST(BenchIntegration, AgainstARateLimitRefusalsAreCountedAndSendingGoesOn) {
   // Backing off, a sender is refused about once or twice per message accepted (refused counts the
   // warm-up too); offering its window whenever the reply's wait is over, some 60 times.
   EXPECT_LT(refused, 5 * received) << "the senders did not back off: " << run.describe();
-  EXPECT_EQ(report["lost"], "0") << run.describe();
   EXPECT_NE(run.err.find("start it with --rate-messages 0 --rate-bytes 0"), std::string::npos) << run.describe();
+}
+
+// A full inbox names no wait: a sender backs off a little longer at each round of refusals instead
+// of offering every slot the recipient frees (14 refusals per accepted message without it, 1.5
+// with it, on a router holding at most 16 messages per inbox).
+TEST(BenchIntegration, AgainstAFullInboxRefusalsAreCountedAndTheSenderBacksOff) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(with_args({"--rate-messages", "0", "--rate-bytes", "0", "--inbox-max-messages", "16"})));
+  const auto [run, report, received, refused] = run_refused(server);
+  EXPECT_GT(received, 0u) << run.describe();
+  EXPECT_GT(refused, 0u) << "a window of 64 never filled an inbox of 16: " << run.describe();
+  EXPECT_LT(refused, 5 * received) << "the senders did not back off: " << run.describe();
+  EXPECT_NE(run.err.find("QuotaExceeded"), std::string::npos) << run.describe();
+  EXPECT_EQ(run.err.find("--rate-messages 0"), std::string::npos) << "not a rate limit: " << run.describe();
 }
 
 TEST(BenchIntegration, IdleConnectionsRegisterAndReportServerMemory) {
