@@ -1213,14 +1213,11 @@ LogStore::CompactionRead LogStore::read_held(const CompactionPlan& plan) {
 }
 
 void LogStore::finish_compaction(const CompactionPlan& plan, const CompactionRead& read) {
+  // The pin kept the segment; if its messages were all acknowledged meanwhile, reclaim_due_ is set
+  // (release set it, and reclaim sets it again for a pinned segment), so it goes at the next commit.
   compaction_running_ = false;
-  auto it = segments_.find(plan.segment);
-  if (it == segments_.end()) return;
-  it->second.compacting = false;
-  if (!failed_.empty()) return;
-  apply_compaction(plan, read);
-  // Whatever it still holds may have been acknowledged meanwhile.
-  if (it->second.live == 0) reclaim_due_ = true;
+  segments_.at(plan.segment).compacting = false;
+  if (failed_.empty()) apply_compaction(plan, read);
 }
 
 void LogStore::apply_compaction(const CompactionPlan& plan, const CompactionRead& read) {
