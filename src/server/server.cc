@@ -474,6 +474,10 @@ std::string Server::metrics_page(const std::vector<WorkerFigures>& threads) {
     page.counter("debra_store_commits_total", "Store transactions committed", store.commits);
     page.counter("debra_store_syncs_total", "fdatasync calls of the message log (0 with --store sqlite)",
                  store.syncs);
+    page.counter("debra_store_removals_unwritten_total",
+                 "Acknowledgements and expiries a full disk kept out of the message log (their messages would "
+                 "come back after a restart)",
+                 store.removals_unwritten);
   }
   return page.take();
 }

@@ -466,7 +466,7 @@ core::StoredMessage LogStore::release(core::ClientId recipient, Messages::iterat
   segment.live -= 1;
   segment.live_bytes -= log::append_record_size(e.payload_size);
   if (segment.live == 0) reclaim_due_ = true;
-  if (e.segment != removed_in) segments_.at(removed_in).cancels_into.insert(e.segment);
+  if (removed_in != kUnrecorded && e.segment != removed_in) segments_.at(removed_in).cancels_into.insert(e.segment);
   inbox.bytes -= e.payload_size;
   inbox.messages.erase(it);
   --held_;
@@ -550,9 +550,9 @@ std::optional<core::StoredMessage> LogStore::acknowledge(core::ClientId recipien
   auto it = inbox->second.messages.find(sequence);
   if (it == inbox->second.messages.end()) return std::nullopt;
   const std::uint64_t bytes = it->second.payload_size;
-  make_room_for_remove();
-  log::encode(log::RemoveRecord{sequence, recipient}, active_salt_, buffer_);
-  core::StoredMessage acked = release(recipient, it, active_);
+  const bool recorded = make_room_for_remove();
+  if (recorded) log::encode(log::RemoveRecord{sequence, recipient}, active_salt_, buffer_);
+  core::StoredMessage acked = release(recipient, it, recorded ? active_ : kUnrecorded);
   dirty_ = true;
   ++stats_.acknowledged;
   --stats_.held_messages;
@@ -650,9 +650,9 @@ std::vector<core::StoredMessage> LogStore::expire(std::int64_t now_ms) {
     auto it = inbox->second.messages.find(sequence);
     if (it == inbox->second.messages.end() || it->second.expires_at_ms != deadline) continue;
     const std::uint64_t bytes = it->second.payload_size;
-    make_room_for_remove();
-    log::encode(log::RemoveRecord{sequence, recipient}, active_salt_, buffer_);
-    out.push_back(release(recipient, it, active_));
+    const bool recorded = make_room_for_remove();
+    if (recorded) log::encode(log::RemoveRecord{sequence, recipient}, active_salt_, buffer_);
+    out.push_back(release(recipient, it, recorded ? active_ : kUnrecorded));
     --stats_.held_messages;
     stats_.held_bytes -= bytes;
   }
@@ -682,15 +682,25 @@ Result<void, Error> LogStore::make_room(std::size_t record_size) {
   return started;
 }
 
-void LogStore::make_room_for_remove() {
-  // An acknowledgement cannot be refused, so on a full disk its record goes past the segment's size.
-  if (auto room = make_room(log::kRemoveRecordSize); !room) {
-    if (!removal_overflow_logged_) {
-      spdlog::warn("message log: cannot start a new segment ({}); removals go in the full one until one starts",
-                   room.error().message);
-    }
+std::uint64_t LogStore::removal_reserve() const {
+  return std::max<std::uint64_t>(options_.segment_bytes / 64, kDirectBlock);
+}
+
+bool LogStore::make_room_for_remove() {
+  if (auto room = make_room(log::kRemoveRecordSize); room) return true;
+  // An acknowledgement cannot be refused. With no new segment, its record goes into the space the
+  // active segment reserved past segment_bytes; past that it is not written at all, since a write
+  // the segment took no space for fails on the sync thread and would stop the store. The message
+  // is released all the same: after a restart it may come back, as after a crash.
+  const bool fits = end_offset() + log::kRemoveRecordSize + log::kEndMarkSize <=
+                    options_.segment_bytes + removal_reserve();
+  if (!removal_overflow_logged_) {
+    spdlog::warn("message log: cannot start a new segment; acknowledgements go into the full one's reserve, then "
+                 "stay unwritten (their messages would come back after a restart) until one starts");
     removal_overflow_logged_ = true;
   }
+  if (!fits) ++stats_.removals_unwritten;
+  return fits;
 }
 
 Result<void, Error> LogStore::write_buffer() {
@@ -760,8 +770,9 @@ void LogStore::start_direct_writes() {
     direct_ = false;
     return;
   }
-  // The segment's disk space is taken now: on the sync thread a failed write stops the store until a
-  // restart, where a full disk should only refuse messages until there is room again. Without the
+  // The segment's disk space is taken now, with a reserve past segment_bytes for Remove records
+  // (removal_reserve): on the sync thread a failed write stops the store until a restart, where a
+  // full disk should only refuse messages until there is room again. Without the
   // space the segment is written through the page cache, whose writes fail here, on the loop, with
   // StoreUnavailable. (Only a record larger than a whole segment takes more, on the thread.)
   // The block the records end in is written back at once, with an end mark after them, as each
@@ -769,7 +780,7 @@ void LogStore::start_direct_writes() {
   // alignment) is found here, not on the thread.
   const std::uint64_t from = align_down(segment.written);
   log::Bytes block(static_cast<std::size_t>(segment.written - from));
-  bool ok = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(align_up(options_.segment_bytes))) == 0 &&
+  bool ok = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(align_up(options_.segment_bytes + removal_reserve()))) == 0 &&
             read_at(segment.fd, block.data(), block.size(), from);
   const std::size_t held = block.size();
   if (ok) {

@@ -208,8 +208,12 @@ class LogStore final : public core::MessageStore {
   // Starts a new segment if a record of record_size, and the end mark after it, would take the
   // active one past segment_bytes (unless the active one is empty: a larger record goes alone).
   Result<void, Error> make_room(std::size_t record_size);
-  // Before a Remove record: make_room, or on failure (a full disk) the active segment takes it.
-  void make_room_for_remove();
+  // Before a Remove record: make_room, or on failure (a full disk) the active segment's reserve
+  // takes it. False: there is no room for it anywhere, and it is not written.
+  bool make_room_for_remove();
+  // Space each directly written segment takes past segment_bytes, for Remove records alone: what
+  // acknowledgements can still write while a full disk lets no new segment start.
+  std::uint64_t removal_reserve() const;
   // The spare's file as segment id, or false (the spare is gone then) if the disk refused.
   bool reuse_spare(std::uint64_t id, Segment& segment);
   void adopt_spare(std::uint64_t id);
@@ -233,7 +237,9 @@ class LogStore final : public core::MessageStore {
   // The message an entry stands for, without its payload.
   static core::StoredMessage describe(core::ClientId recipient, std::uint64_t sequence, const Entry& entry);
   Inbox& inbox_of(core::ClientId recipient);
+  // removed_in: the segment the Remove record is written to, or kUnrecorded.
   core::StoredMessage release(core::ClientId recipient, Messages::iterator it, std::uint64_t removed_in);
+  static constexpr std::uint64_t kUnrecorded = 0;  // segment ids start at 1
   void rebuild_deadlines();
   void prune_dedupe(std::int64_t now_ms);
   std::vector<std::uint8_t> read_payload(const Entry& entry) const;

@@ -1165,6 +1165,89 @@ TEST(LogStore, ABatchRolledBackOnAFullDiskLeavesNoDirectWriteBehind) {
   EXPECT_EQ(store->pending(2, 0, 100).size(), 20u) << "messages refused as StoreUnavailable came back";
 }
 
+// Acknowledgements on a completely full disk: the segment cannot take their records past the space
+// it reserved and no new segment can start. The store keeps serving: what was acknowledged is not
+// delivered again while it runs, and once there is room it takes new messages again. Nothing
+// accepted is lost across a restart; what was acknowledged may come back, as after a crash.
+TEST(LogStore, AcknowledgementsOnAFullDiskDoNotStopTheStore) {
+  TempDir dir;
+  testing::Tmpfs small(dir.path(), "small", "512k");
+  if (!small.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << small.error();
+  if (!takes_direct_io(small.path())) GTEST_SKIP() << "this tmpfs does not take O_DIRECT";
+  const LogOptions options = small_segments(128 * 1024);
+  const std::string filler = small.path() + "/filler";
+  std::vector<std::uint64_t> accepted;
+  std::uint64_t unwritten = 0;
+  std::size_t acked = 0;
+  {
+    Posted posted;
+    auto store = open_log(small.path(), options);
+    store->sync_on_thread(posted.post());
+    ASSERT_TRUE(store->writes_direct());
+    Result<void, Error> committed;
+    int outstanding = 0;
+    auto commit = [&] {
+      ++outstanding;
+      store->commit_async([&](Result<void, Error> r) {
+        committed = std::move(r);
+        --outstanding;
+      });
+      ASSERT_TRUE(posted.run_until([&] { return outstanding == 0; }));
+    };
+    {
+      // Fill the disk: no new segment can start.
+      std::ofstream out(filler, std::ios::binary);
+      std::vector<char> chunk(4096, 'f');
+      while (out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()))) {
+      }
+    }
+    // The active segment's reserved space takes messages until it is full.
+    const std::vector<std::uint8_t> payload(100, 'm');
+    for (std::uint64_t i = 1;; ++i) {
+      auto r = store->append(delivery(1, 2, i), payload, false, 0);
+      if (r.status != AppendStatus::Stored) {
+        EXPECT_EQ(r.status, AppendStatus::Unavailable);
+        break;
+      }
+      accepted.push_back(r.sequence);
+      ASSERT_LT(i, 2000u) << "a 128 KiB segment took 2,000 records";
+    }
+    commit();
+    ASSERT_TRUE(committed) << committed.error().message;
+    ASSERT_GT(accepted.size(), 100u);
+    // Every acknowledgement's record goes past segment_bytes.
+    acked = accepted.size() / 2;
+    for (std::size_t k = 0; k < acked; ++k) {
+      ASSERT_TRUE(store->acknowledge(2, accepted[k]).has_value());
+    }
+    commit();
+    ASSERT_TRUE(committed) << committed.error().message;
+    // A commit that holds a message waits for the writes before it, the acknowledgements' too.
+    ASSERT_EQ(store->append(delivery(1, 3, 200000), payload, false, 0).status, AppendStatus::Unavailable);
+    commit();
+    ASSERT_TRUE(committed) << committed.error().message;
+    unwritten = store->stats().removals_unwritten;
+    EXPECT_GT(unwritten, 0u) << "the reserve took every acknowledgement";
+    EXPECT_LT(unwritten, acked) << "the reserve took no acknowledgement";
+    EXPECT_EQ(store->pending(2, 0, 10000).size(), accepted.size() - acked);
+    // Room again: the store takes and commits new messages.
+    fs::remove(filler);
+    auto r = store->append(delivery(1, 2, 100000), payload, false, 0);
+    ASSERT_EQ(r.status, AppendStatus::Stored) << r.reason;
+    commit();
+    ASSERT_TRUE(committed) << committed.error().message;
+    accepted.push_back(r.sequence);
+  }
+  auto store = open_log(small.path(), options);
+  std::set<std::uint64_t> reopened;
+  for (const auto& m : store->pending(2, 0, 10000)) reopened.insert(m.sequence);
+  for (std::size_t k = acked; k < accepted.size(); ++k) {
+    EXPECT_TRUE(reopened.count(accepted[k])) << "message " << accepted[k] << " was lost";
+  }
+  // What came back of the acknowledged: exactly the acknowledgements left unwritten.
+  EXPECT_EQ(reopened.size() - (accepted.size() - acked), unwritten);
+}
+
 TEST(LogStore, ANonSegmentFileInTheLogIsAClearError) {
   TempDir dir;
   fs::create_directory(dir.path() + "/log");
