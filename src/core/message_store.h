@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/delivery.h"
+#include "util/duration_histogram.h"
 #include "util/result.h"
 
 namespace debra::core {
@@ -68,6 +69,11 @@ struct StoreStats {
   // Disk space the store's files take (allocated blocks): the message log's segments and spares,
   // SQLite's database, WAL and shared-memory file.
   std::uint64_t disk_bytes = 0;
+  // From the start of each commit that holds messages to its completion: how long an accepted
+  // message waits for its reply and delivery.
+  util::DurationHistogram commit_times;
+  // Each request to the disk to make written data durable (see syncs).
+  util::DurationHistogram sync_times;
 };
 
 // MessageStore: the durable inbox of every recipient. The router writes each accepted message here

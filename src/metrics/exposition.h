@@ -14,6 +14,8 @@
 #include <string>
 #include <string_view>
 
+#include "util/duration_histogram.h"
+
 namespace debra::metrics {
 
 class Exposition {
@@ -21,11 +23,15 @@ class Exposition {
   // labels: the inside of the braces, e.g. `reason="per_address"`; empty for none.
   void counter(std::string_view name, std::string_view help, std::uint64_t value, std::string_view labels = {});
   void gauge(std::string_view name, std::string_view help, std::uint64_t value, std::string_view labels = {});
+  // name_bucket{le="..."} (cumulative, in seconds), name_sum (seconds) and name_count.
+  void histogram(std::string_view name, std::string_view help, const util::DurationHistogram& histogram,
+                 std::string_view labels = {});
 
   const std::string& text() const { return text_; }
   std::string take() { return std::move(text_); }
 
  private:
+  void header(std::string_view type, std::string_view name, std::string_view help);
   void sample(std::string_view type, std::string_view name, std::string_view help, std::uint64_t value,
               std::string_view labels);
 

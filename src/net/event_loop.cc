@@ -207,10 +207,13 @@ void EventLoop::run_posted() {
 void EventLoop::run() {
   running_ = true;
   std::array<epoll_event, 64> events{};
+  Timestamp woke = 0;
   while (!stop_requested_) {
     run_before_sleep();
+    if (woke != 0) iteration_times_.observe(monotonic_now() - woke);
     int n = wait(events.data(), static_cast<int>(events.size()));
     now_ = monotonic_now();
+    woke = now_;
     if (n < 0) {
       if (errno == EINTR) continue;
       break;

@@ -8,6 +8,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "util/duration_histogram.h"
+
 struct epoll_event;
 
 namespace debra::net {
@@ -67,6 +69,10 @@ class EventLoop {
   // The time cached at the start of the current iteration; cheaper than a clock read per packet.
   Timestamp now() const { return now_; }
 
+  // How long each iteration worked, from waking up to going back to sleep: while one runs, nothing
+  // else on this loop is served. On the loop's thread only.
+  const util::DurationHistogram& iteration_times() const { return iteration_times_; }
+
  private:
   int wait(epoll_event* events, int max_events);
   void arm_timerfd();
@@ -96,6 +102,7 @@ class EventLoop {
   std::mutex posted_mutex_;
   std::vector<Callback> posted_;
   bool stop_requested_ = false;
+  util::DurationHistogram iteration_times_;
 };
 
 }  // namespace debra::net

@@ -398,6 +398,13 @@ std::string Server::metrics_page(const std::vector<WorkerFigures>& threads) {
                i == 0 ? "Connections each thread holds, in any state (the kernel spreads clients over them)" : "",
                threads[i].connections, "thread=\"" + std::to_string(i) + "\"");
   }
+  for (std::size_t i = 0; i < threads.size(); ++i) {
+    page.histogram("debra_loop_iteration_seconds",
+                   i == 0 ? "Time each pass of a thread's event loop worked, from waking to sleeping again: while one "
+                            "runs, that thread's connections wait"
+                          : "",
+                   threads[i].loop_iterations, "thread=\"" + std::to_string(i) + "\"");
+  }
   page.gauge("debra_connections", "QUIC connections the router holds, in any state", figures.connections);
   page.gauge("debra_connections_open", "Connections neither closing nor draining", figures.open_connections);
   page.gauge("debra_handshakes_in_progress", "Connections whose handshake has not finished",
@@ -474,6 +481,12 @@ std::string Server::metrics_page(const std::vector<WorkerFigures>& threads) {
     page.counter("debra_store_commits_total", "Store transactions committed", store.commits);
     page.counter("debra_store_syncs_total", "fdatasync calls of the message log (0 with --store sqlite)",
                  store.syncs);
+    page.histogram("debra_store_commit_seconds",
+                   "From the start of each commit that holds messages to its completion: how long an accepted "
+                   "message waits before its sender's reply and its delivery",
+                   store.commit_times);
+    page.histogram("debra_store_sync_seconds", "Each fdatasync of the message log (none with --store sqlite)",
+                   store.sync_times);
     page.counter("debra_store_removals_unwritten_total",
                  "Acknowledgements and expiries a full disk kept out of the message log (their messages would "
                  "come back after a restart)",

@@ -17,6 +17,7 @@ WorkerFigures& WorkerFigures::operator+=(const WorkerFigures& other) {
   open_connections += other.open_connections;
   sessions += other.sessions;
   queued_bytes += other.queued_bytes;
+  loop_iterations += other.loop_iterations;
   return *this;
 }
 
@@ -109,6 +110,7 @@ WorkerFigures Worker::figures() const {
   figures.connections = endpoint_->connection_count();
   figures.open_connections = endpoint_->open_connection_count();
   figures.sessions = sessions_.size();
+  figures.loop_iterations = loop_.iteration_times();
   auto guard = core_.lock();
   for (const auto& [raw, session] : sessions_) figures.queued_bytes += session->queued_bytes();
   return figures;

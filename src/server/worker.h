@@ -14,6 +14,7 @@
 #include "server/mailbox.h"
 #include "server/session_bridge.h"
 #include "server/shared_core.h"
+#include "util/duration_histogram.h"
 
 namespace debra::server {
 
@@ -28,6 +29,7 @@ struct WorkerFigures {
   std::size_t open_connections = 0;
   std::size_t sessions = 0;
   std::uint64_t queued_bytes = 0;
+  util::DurationHistogram loop_iterations;  // EventLoop::iteration_times
 
   WorkerFigures& operator+=(const WorkerFigures& other);
 };

@@ -90,6 +90,11 @@ std::int64_t steady_clock_ms() {
       .count();
 }
 
+std::uint64_t steady_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+
 std::int64_t wall_clock_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -175,7 +180,21 @@ LogStore::~LogStore() {
 
 bool LogStore::sync_file(int fd) {
   syncs_.fetch_add(1, std::memory_order_relaxed);
-  return ::fdatasync(fd) == 0;
+  const std::uint64_t started = steady_ns();
+  const bool ok = ::fdatasync(fd) == 0;
+  const std::uint64_t took = steady_ns() - started;
+  std::lock_guard lock(sync_times_mutex_);
+  sync_times_.observe(took);
+  return ok;
+}
+
+core::StoreStats LogStore::stats() const {
+  core::StoreStats stats = stats_;
+  stats.syncs = syncs_.load(std::memory_order_relaxed);
+  stats.disk_bytes = disk_bytes();
+  std::lock_guard lock(sync_times_mutex_);
+  stats.sync_times = sync_times_;
+  return stats;
 }
 
 std::string LogStore::segment_path(std::uint64_t id) const {
@@ -842,6 +861,7 @@ Result<void, Error> LogStore::commit() {
     return make_error(std::move(message));
   };
   if (!failed_.empty()) return fail(failed_);
+  const std::uint64_t started = batch_appended_.empty() ? 0 : steady_ns();
   const bool wait_for_disk = batch_needs_disk();
   if (auto written = write_buffer(); !written) return fail(written.error().message);
   for (auto& [id, segment] : segments_) {
@@ -859,6 +879,7 @@ Result<void, Error> LogStore::commit() {
   batch_appended_.clear();
   batch_moved_.clear();
   finished_job_ = next_job_++;
+  if (started != 0) stats_.commit_times.observe(steady_ns() - started);
   after_commit();
   return {};
 }
@@ -911,6 +932,7 @@ void LogStore::commit_async(CommitDone done) {
   if (!failed_.empty()) {
     job.error = failed_;
   } else if (dirty_) {
+    if (!batch_appended_.empty()) job.started_ns = steady_ns();
     const bool wait_for_disk = batch_needs_disk();
     if (auto written = write_buffer(); !written) {
       job.error = "the message store cannot commit: " + written.error().message;
@@ -1049,6 +1071,7 @@ void LogStore::finish(SyncJob job, Result<void, Error> result) {
   if (!result && job.error.empty()) fail_store(result.error().message);
   if (job.id == 0) return;  // writes alone: the commit they belong to completed before they were made
   finished_job_ = job.id;
+  if (result && job.started_ns != 0) stats_.commit_times.observe(steady_ns() - job.started_ns);
   if (result) after_commit();
   job.done(std::move(result));
 }

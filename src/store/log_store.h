@@ -92,12 +92,7 @@ class LogStore final : public core::MessageStore {
   // (docs/architecture.md, "The message log"). Where O_DIRECT is refused (ramfs), the caller's
   // thread writes through the page cache and the sync thread only syncs.
   void sync_on_thread(Post post);
-  core::StoreStats stats() const override {
-    core::StoreStats stats = stats_;
-    stats.syncs = syncs_.load(std::memory_order_relaxed);
-    stats.disk_bytes = disk_bytes();
-    return stats;
-  }
+  core::StoreStats stats() const override;
 
   const LogRecovery& recovery() const { return recovery_; }
   const std::string& directory() const { return dir_; }
@@ -193,6 +188,7 @@ class LogStore final : public core::MessageStore {
     std::vector<std::pair<std::uint64_t, std::uint64_t>> written;  // segment, bytes it covers
     std::string error;
     CommitDone done;
+    std::uint64_t started_ns = 0;  // steady clock, when the commit started; 0: it holds no message
   };
 
   LogStore(std::string dir, SyncMode sync, core::StoreLimits limits, LogOptions options);
@@ -338,6 +334,8 @@ class LogStore final : public core::MessageStore {
   std::deque<SyncJob> sync_jobs_;
   bool sync_stop_ = false;
   std::atomic<std::uint64_t> syncs_{0};  // the sync thread counts too
+  mutable std::mutex sync_times_mutex_;   // so does it time them
+  util::DurationHistogram sync_times_;
 
   // With sync_on_thread, compaction reads on a thread of its own, one compaction at a time: a
   // segment's held records can take a segment's worth of reading, tens of milliseconds, which the

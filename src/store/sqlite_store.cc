@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <utility>
 
 #include "util/log.h"
 
@@ -212,6 +214,7 @@ core::AppendResult SqliteStore::append(const core::Delivery& delivery, std::span
     return {core::AppendStatus::Unavailable, 0, "the message store cannot write: " + last_error()};
   }
   next_sequence_ = sequence + 1;
+  transaction_holds_messages_ = true;
   ++usage.messages;
   usage.bytes += payload.size();
   ++stats_.stored;
@@ -322,10 +325,16 @@ std::vector<core::StoredMessage> SqliteStore::expire(std::int64_t now_ms) {
 
 Result<void, Error> SqliteStore::commit() {
   if (!in_transaction_) return {};
+  const auto started = std::chrono::steady_clock::now();
   int rc = sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr);
+  const bool timed = std::exchange(transaction_holds_messages_, false);
   if (rc == SQLITE_OK) {
     in_transaction_ = false;
     ++stats_.commits;
+    if (timed) {
+      stats_.commit_times.observe(static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count()));
+    }
     return {};
   }
   std::string message = "the message store cannot commit: " + last_error();

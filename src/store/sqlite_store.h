@@ -51,6 +51,7 @@ class SqliteStore final : public core::MessageStore {
   SyncMode sync_;
   core::StoreLimits limits_;
   bool in_transaction_ = false;
+  bool transaction_holds_messages_ = false;  // an append succeeded in it: its commit is timed
   std::uint64_t next_sequence_ = 1;
   std::int64_t last_dedupe_prune_ms_ = 0;
   std::unordered_map<core::ClientId, Usage> usage_;

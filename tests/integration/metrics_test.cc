@@ -59,6 +59,14 @@ TEST(MetricsIntegration, FollowTheRoutersState) {
   EXPECT_GT(busy.value("debra_store_commits_total"), 0);
   EXPECT_GT(busy.value("debra_store_syncs_total"), 0);
   EXPECT_GT(busy.value("debra_store_disk_bytes"), 0);
+  // Histograms: how long commits and their syncs took, and each loop's iterations.
+  EXPECT_NE(busy.text.find("# TYPE debra_store_commit_seconds histogram\n"), std::string::npos) << busy.text;
+  EXPECT_GT(busy.value("debra_store_commit_seconds_count"), 0);
+  EXPECT_EQ(busy.value("debra_store_commit_seconds_bucket{le=\"+Inf\"}"),
+            busy.value("debra_store_commit_seconds_count"));
+  EXPECT_GT(busy.value("debra_store_commit_seconds_sum"), 0);
+  EXPECT_GT(busy.value("debra_store_sync_seconds_count"), 0);
+  EXPECT_GT(busy.value("debra_loop_iteration_seconds_count{thread=\"0\"}"), 0);
 
   // A protocol violation is counted, and its connection leaves the gauges.
   auto raw = RawClient::connect(raw_options(server));

@@ -7,7 +7,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace debra::net {
@@ -148,6 +150,24 @@ TEST(EventLoop, AMovedTimerFiresOnceAtItsNewDeadlineAndAFiredOneCannotBeMoved) {
   EXPECT_FALSE(loop.move_timer(later, start));
   run_iterations(loop, 2);
   EXPECT_EQ(fired, (std::vector<int>{2, 1}));
+}
+
+// Every iteration is timed, from waking up to going back to sleep (debra_loop_iteration_seconds):
+// one that works 20 ms shows above 10 ms.
+TEST(EventLoop, EachIterationIsTimedFromWakingToSleeping) {
+  EventLoop loop;
+  loop.post([] { std::this_thread::sleep_for(std::chrono::milliseconds(20)); });
+  run_iterations(loop, 0);
+  const util::DurationHistogram& times = loop.iteration_times();
+  ASSERT_GE(times.count(), 1u);
+  EXPECT_GE(times.sum_ns(), 20'000'000u);
+  std::uint64_t above_10ms = 0;
+  for (std::size_t i = 0; i < util::DurationHistogram::kBuckets; ++i) {
+    if (i == util::DurationHistogram::kBoundsNs.size() || util::DurationHistogram::kBoundsNs[i] > 10'000'000) {
+      above_10ms += times.in_bucket(i);
+    }
+  }
+  EXPECT_GE(above_10ms, 1u);
 }
 
 }  // namespace

@@ -907,6 +907,30 @@ class AsyncCommits {
   int outstanding_ = 0;
 };
 
+// Through the sync thread a commit is timed from its start to its completion on the owner's thread:
+// the time its messages wait for their answers and deliveries.
+TEST(LogStore, ACommitThroughTheSyncThreadIsTimedUntilItsCompletionRuns) {
+  TempDir dir;
+  Posted posted;
+  auto store = open_log(dir.path());
+  store->sync_on_thread(posted.post());
+  AsyncCommits commits(*store);
+  const auto message = store->append(delivery(1, 2, 1), bytes("timed"), false, 0);
+  commits.start();
+  // Held back from running, the completion keeps the commit open.
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  ASSERT_TRUE(commits.drain(posted));
+  EXPECT_EQ(store->stats().commit_times.count(), 1u);
+  EXPECT_GE(store->stats().commit_times.sum_ns(), 30'000'000u);
+  store->acknowledge(2, message.sequence);
+  commits.start();
+  ASSERT_TRUE(commits.drain(posted));
+  const core::StoreStats stats = store->stats();
+  EXPECT_EQ(stats.commit_times.count(), 1u) << "a commit of an acknowledgement alone was timed";
+  EXPECT_GE(stats.sync_times.count(), 1u);
+  EXPECT_EQ(stats.sync_times.count(), stats.syncs);
+}
+
 // With the sync thread, compaction reads a segment's held records on a thread of its own and
 // copies them through post: the owner's thread never waits for the reads. A message acknowledged
 // while its record is read is not copied, and the segment, whose file the reader holds, is not

@@ -272,6 +272,29 @@ TEST_P(MessageStoreTest, FullFilesystemFailsCleanlyAndKeepsWhatWasCommitted) {
   for (std::size_t i = 0; i < pending.size(); ++i) EXPECT_EQ(pending[i].sequence, committed[i]);
 }
 
+// debra_store_commit_seconds times the commits that hold messages, which answers and deliveries wait
+// for; one of acknowledgements alone, or of nothing, is not timed.
+TEST_P(MessageStoreTest, CommitsThatHoldMessagesAreTimed) {
+  TempDir dir;
+  auto store = open_store(dir.path());
+  const std::vector<std::uint8_t> payload(100, 'p');
+  auto first = store->append(delivery(1, 2, 1), payload, false, 0);
+  ASSERT_TRUE(store->commit());
+  EXPECT_EQ(store->stats().commit_times.count(), 1u);
+  store->append(delivery(1, 2, 2), payload, false, 0);
+  ASSERT_TRUE(store->commit());
+  EXPECT_EQ(store->stats().commit_times.count(), 2u);
+  ASSERT_TRUE(store->acknowledge(2, first.sequence).has_value());
+  ASSERT_TRUE(store->commit());
+  ASSERT_TRUE(store->commit());
+  const core::StoreStats stats = store->stats();
+  EXPECT_EQ(stats.commit_times.count(), 2u);
+  EXPECT_GT(stats.commit_times.sum_ns(), 0u);
+  // Each fdatasync the message log makes is timed; SQLite syncs inside its own commit, untimed.
+  EXPECT_EQ(stats.sync_times.count(), stats.syncs);
+  if (GetParam() == "log") EXPECT_GT(stats.syncs, 0u);
+}
+
 TEST_P(MessageStoreTest, ReadOnlyDirectoryIsAClearError) {
   TempDir dir;
   Tmpfs read_only(dir.path(), "ro", "64k", true);
