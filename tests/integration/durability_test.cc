@@ -319,10 +319,11 @@ class SmallDisk {
   }
   bool mounted() const { return mounted_; }
   const std::string& error() const { return error_; }
-  bool remount(bool read_only) {
+  bool remount(bool read_only, const char* size = nullptr) {
     unsigned long flags = MS_REMOUNT;
     if (read_only) flags |= MS_RDONLY;
-    return mount("tmpfs", dir_.c_str(), "tmpfs", flags, nullptr) == 0;
+    const std::string options = size == nullptr ? std::string() : std::string("size=") + size;
+    return mount("tmpfs", dir_.c_str(), "tmpfs", flags, size == nullptr ? nullptr : options.c_str()) == 0;
   }
 
  private:
@@ -361,6 +362,14 @@ TEST_P(Durability, AFullDiskRefusesNewMessagesAndLosesNoAcceptedOne) {
   auto got = drain(*b, std::chrono::milliseconds(1000));
   ASSERT_EQ(got.size(), accepted.size());
   for (std::size_t k = 0; k < got.size(); ++k) EXPECT_EQ(got[k].payload[0], static_cast<std::uint8_t>(accepted[k]));
+  // Its acknowledgements, on the full disk, did not stop the store: with room again, it takes
+  // messages and delivers them.
+  ASSERT_TRUE(disk.remount(false, "8m")) << std::strerror(errno);
+  auto after = await(a->send(2, "room again"));
+  ASSERT_EQ(after.status, SendStatus::Accepted) << describe(after);
+  auto later = drain(*b, std::chrono::milliseconds(500));
+  ASSERT_EQ(later.size(), 1u);
+  EXPECT_EQ(later[0].text(), "room again");
   b->close();
   auto exit = server.stop();
   EXPECT_EQ(exit.exit_code(), 0) << exit.describe();
