@@ -4,6 +4,8 @@
 //   enqueue: a sender pipelines N messages (window W) to an offline recipient; msgs/s until the last
 //            is acknowledged as stored;
 //   drain:   the recipient connects and takes (and acknowledges) all N; msgs/s until the last arrives;
+//            with --recipients R the N go round-robin to R offline recipients, whose backlogs then lie
+//            interleaved in the store, and all R connect at once to take theirs;
 //   latency: with the recipient online, one message at a time: send -> Reply (what the sender waits
 //            for) and send -> delivery, p50/p99 in microseconds.
 // Prints one JSON line. Run it against routers with each --sync mode and with --store none (plain
@@ -107,6 +109,11 @@ int main(int argc, char** argv) {
   app.add_option("--latency-samples", latency_samples, "One-at-a-time messages for the latency figures")
       ->capture_default_str();
   app.add_option("--base-id", base_id, "Ids base_id and base_id+1 are used")->capture_default_str();
+  std::size_t recipients = 1;
+  app.add_option("--recipients", recipients,
+                 "Offline recipients the messages go to round-robin, ids base_id+1 on; all take theirs at once")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   app.add_option("--label", label, "Copied into the JSON line");
   app.add_option("--trickle", trickle_rate,
                  "Instead: send this many messages a second to the offline recipient for --seconds, and leave them")
@@ -130,7 +137,7 @@ int main(int argc, char** argv) {
     auto start = Clock::now();
     for (std::size_t i = 0; i < count || !in_flight.empty();) {
       if (i < count && in_flight.size() < window) {
-        in_flight.push_back(sender->send(recipient_id, payload));
+        in_flight.push_back(sender->send(recipient_id + static_cast<std::int32_t>(i % recipients), payload));
         ++i;
         continue;
       }
@@ -151,11 +158,20 @@ int main(int argc, char** argv) {
     } else {
       enqueue_rate = static_cast<double>(count) / seconds;
       auto recipient_start = Clock::now();
-      auto recipient = connect(server, ca, recipient_id);
-      std::size_t received = 0;
-      while (received < count && recipient->receive(std::chrono::seconds(10))) ++received;
-      drain_rate = static_cast<double>(received) / std::chrono::duration<double>(Clock::now() - recipient_start).count();
-      recipient->close();
+      std::vector<std::size_t> received(recipients, 0);
+      std::vector<std::thread> takers;
+      for (std::size_t r = 0; r < recipients; ++r) {
+        takers.emplace_back([&, r] {
+          const std::size_t share = count / recipients + (r < count % recipients ? 1 : 0);
+          auto recipient = connect(server, ca, recipient_id + static_cast<std::int32_t>(r));
+          while (received[r] < share && recipient->receive(std::chrono::seconds(10))) ++received[r];
+          recipient->close();
+        });
+      }
+      for (std::thread& taker : takers) taker.join();
+      std::size_t total = 0;
+      for (std::size_t n : received) total += n;
+      drain_rate = static_cast<double>(total) / std::chrono::duration<double>(Clock::now() - recipient_start).count();
     }
   }
 
@@ -184,10 +200,10 @@ int main(int argc, char** argv) {
   }
   sender->close();
   std::printf(
-      "{\"label\":\"%s\",\"size\":%zu,\"count\":%zu,\"window\":%zu,\"enqueue_msgs_per_s\":%.0f,"
+      "{\"label\":\"%s\",\"size\":%zu,\"count\":%zu,\"recipients\":%zu,\"window\":%zu,\"enqueue_msgs_per_s\":%.0f,"
       "\"drain_msgs_per_s\":%.0f,\"reply_p50_us\":%.1f,\"reply_p99_us\":%.1f,\"delivery_p50_us\":%.1f,"
       "\"delivery_p99_us\":%.1f}\n",
-      label.c_str(), size, count, window, enqueue_rate, drain_rate, percentile(reply_us, 0.5),
+      label.c_str(), size, count, recipients, window, enqueue_rate, drain_rate, percentile(reply_us, 0.5),
       percentile(reply_us, 0.99), percentile(delivery_us, 0.5), percentile(delivery_us, 0.99));
   return 0;
 }
