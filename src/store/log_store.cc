@@ -605,14 +605,48 @@ std::vector<core::StoredMessage> LogStore::pending(core::ClientId recipient, std
   if (inbox == inboxes_.end()) return out;
   std::vector<const Entry*> entries;
   std::size_t bytes = 0;
-  for (auto it = inbox->second.messages.upper_bound(after);
-       it != inbox->second.messages.end() && out.size() < limit && bytes < max_bytes; ++it) {
+  auto it = inbox->second.messages.upper_bound(after);
+  for (; it != inbox->second.messages.end() && out.size() < limit && bytes < max_bytes; ++it) {
     out.push_back(describe(recipient, it->first, it->second));
     entries.push_back(&it->second);
     bytes += it->second.payload_size;
   }
   read_payloads(entries, out);
+  // A bounded read is a fill, which the next one follows as soon as the recipient acknowledges.
+  if (max_bytes != SIZE_MAX) read_ahead(it, inbox->second.messages.end(), max_bytes);
   return out;
+}
+
+void LogStore::read_ahead(Messages::iterator from, Messages::iterator end, std::size_t bytes) const {
+  // Have the kernel read the records of the next batch into the page cache now, in the background,
+  // so that its preads on the loop find them there instead of waiting for the disk: segments are
+  // written with O_DIRECT, so a backlog is never in the cache by itself.
+  constexpr std::uint64_t kMaxGap = 64 * 1024;  // bytes of other records one range may take in
+  std::uint64_t segment_id = 0;
+  std::uint64_t start = 0;
+  std::uint64_t stop = 0;
+  const auto advise = [&] {
+    if (stop > start) {
+      ::posix_fadvise(segments_.at(segment_id).fd, static_cast<off_t>(start), static_cast<off_t>(stop - start),
+                      POSIX_FADV_WILLNEED);
+    }
+  };
+  std::size_t taken = 0;
+  for (auto it = from; it != end && taken < bytes; ++it) {
+    const Entry& e = it->second;
+    taken += e.payload_size;
+    const std::uint64_t record_end = e.offset + log::append_record_size(e.payload_size);
+    if (e.offset >= segments_.at(e.segment).in_file) break;  // not written yet: read from memory
+    if (e.segment == segment_id && e.offset >= stop && e.offset - stop <= kMaxGap) {
+      stop = record_end;
+      continue;
+    }
+    advise();
+    segment_id = e.segment;
+    start = e.offset;
+    stop = record_end;
+  }
+  advise();
 }
 
 void LogStore::read_payloads(const std::vector<const Entry*>& entries, std::vector<core::StoredMessage>& out) const {

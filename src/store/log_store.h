@@ -239,6 +239,8 @@ class LogStore final : public core::MessageStore {
   void rebuild_deadlines();
   void prune_dedupe(std::int64_t now_ms);
   std::vector<std::uint8_t> read_payload(const Entry& entry) const;
+  // Asks the kernel to read about bytes of the records from `from` on into the page cache.
+  void read_ahead(Messages::iterator from, Messages::iterator end, std::size_t bytes) const;
   // Fills out[k].payload for entries[k], reading runs of nearby records at once.
   void read_payloads(const std::vector<const Entry*>& entries, std::vector<core::StoredMessage>& out) const;
   void rollback();

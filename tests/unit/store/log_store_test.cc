@@ -4,6 +4,7 @@
 // The promises every store keeps are in message_store_test.cc.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1135,6 +1136,65 @@ TEST(LogStore, ClosingTheStoreMakesTheWritesNotYetHandedToTheSyncThread) {
     ASSERT_GE(store->segment_count(), 2u);
   }
   expect_reopened_inbox(dir, 2, sent);
+}
+
+// Pages of bytes [from, to) of path that the page cache holds, of those pages.
+std::size_t resident_pages(const std::string& path, std::size_t from, std::size_t to) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  void* map = ::mmap(nullptr, to, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (map == MAP_FAILED) return 0;
+  std::vector<unsigned char> in_core((to + page - 1) / page);
+  std::size_t resident = 0;
+  if (::mincore(map, to, in_core.data()) == 0) {
+    for (std::size_t p = from / page; p < in_core.size(); ++p) resident += in_core[p] & 1;
+  }
+  ::munmap(map, to);
+  return resident;
+}
+
+// Segments are written with O_DIRECT, so a backlog is not in the page cache, and the backlogs of
+// recipients that were offline together lie interleaved in it, where the kernel's own read-ahead
+// (of what follows a read in the file) does not find the next ones. A bounded read (a fill) has
+// the kernel read the recipient's next as many bytes in the background, so that the next fill
+// finds them in memory instead of waiting for the disk on the loop.
+TEST(LogStore, AFillHasTheRecipientsNextBatchReadIntoThePageCache) {
+  TempDir dir;
+  if (!takes_direct_io(dir.path())) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
+  Posted posted;
+  auto store = open_log(dir.path());
+  store->sync_on_thread(posted.post());
+  ASSERT_TRUE(store->writes_direct());
+  AsyncCommits commits(*store);
+  constexpr std::uint64_t kRecipients = 32, kEach = 64;
+  const std::vector<std::uint8_t> payload(16 * 1024, 'b');
+  for (std::uint64_t k = 0; k < kEach; ++k) {
+    for (std::uint64_t r = 0; r < kRecipients; ++r) store->append(delivery(1, 2 + r, k * kRecipients + r), payload, false, 0);
+  }
+  commits.start();
+  ASSERT_TRUE(commits.drain(posted));
+  const std::string segment = dir.segments().front().string();
+  const std::size_t record = log::append_record_size(payload.size());
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  // The pages wholly inside the k-th record (from 0) of recipient index r.
+  const auto pages_of = [&](std::uint64_t k, std::uint64_t r) {
+    const std::size_t at = log::kHeaderSize + (k * kRecipients + r) * record;
+    return std::make_pair((at + page - 1) / page * page, (at + record) / page * page);
+  };
+  const auto [from, to] = pages_of(47, 0);
+  const std::size_t pages = (to - from) / page;
+  if (resident_pages(segment, from, to) != 0) GTEST_SKIP() << "this file system caches direct writes";
+  ASSERT_EQ(store->pending(2, 0, 1000, 512 * 1024).size(), 32u);  // recipient 2's first 32
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (resident_pages(segment, from, to) < pages && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(resident_pages(segment, from, to), pages) << "recipient 2's next batch was not read ahead";
+  // Only that recipient's: another's records between them stay on disk.
+  const auto [other_from, other_to] = pages_of(47, 16);
+  EXPECT_EQ(resident_pages(segment, other_from, other_to), 0u);
 }
 
 // A batch that fails on a full disk is taken back whole: when it had filled a directly written
