@@ -740,7 +740,8 @@ std::uint64_t LogStore::removal_reserve() const {
 }
 
 bool LogStore::make_room_for_remove() {
-  if (auto room = make_room(log::kRemoveRecordSize); room) return true;
+  auto room = make_room(log::kRemoveRecordSize);
+  if (room) return true;
   // An acknowledgement cannot be refused. With no new segment, its record goes into the space the
   // active segment reserved past segment_bytes; past that it is not written at all, since a write
   // the segment took no space for fails on the sync thread and would stop the store. The message
@@ -748,8 +749,9 @@ bool LogStore::make_room_for_remove() {
   const bool fits = end_offset() + log::kRemoveRecordSize + log::kEndMarkSize <=
                     options_.segment_bytes + removal_reserve();
   if (!removal_overflow_logged_) {
-    spdlog::warn("message log: cannot start a new segment; acknowledgements go into the full one's reserve, then "
-                 "stay unwritten (their messages would come back after a restart) until one starts");
+    spdlog::warn("message log: cannot start a new segment ({}); acknowledgements go into the full one's reserve, "
+                 "then stay unwritten (their messages would come back after a restart) until one starts",
+                 room.error().message);
     removal_overflow_logged_ = true;
   }
   if (!fits) ++stats_.removals_unwritten;
@@ -825,16 +827,17 @@ void LogStore::start_direct_writes() {
   }
   // The segment's disk space is taken now, with a reserve past segment_bytes for Remove records
   // (removal_reserve): on the sync thread a failed write stops the store until a restart, where a
-  // full disk should only refuse messages until there is room again. Without the
-  // space the segment is written through the page cache, whose writes fail here, on the loop, with
-  // StoreUnavailable. (Only a record larger than a whole segment takes more, on the thread.)
+  // full disk should only refuse messages until there is room again. Without the space the segment
+  // is written through the page cache, whose writes fail here, on the loop, with StoreUnavailable.
+  // (Only a record larger than a whole segment takes more, on the thread.)
   // The block the records end in is written back at once, with an end mark after them, as each
   // batch's write will: a file system that takes O_DIRECT but not these writes (and states no
   // alignment) is found here, not on the thread.
   const std::uint64_t from = align_down(segment.written);
   log::Bytes block(static_cast<std::size_t>(segment.written - from));
-  bool ok = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(align_up(options_.segment_bytes + removal_reserve()))) == 0 &&
-            read_at(segment.fd, block.data(), block.size(), from);
+  const auto space = static_cast<off_t>(align_up(options_.segment_bytes + removal_reserve()));
+  bool ok =
+      ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, space) == 0 && read_at(segment.fd, block.data(), block.size(), from);
   const std::size_t held = block.size();
   if (ok) {
     log::encode_end_mark(active_salt_, block);

@@ -1171,7 +1171,9 @@ TEST(LogStore, AFillHasTheRecipientsNextBatchReadIntoThePageCache) {
   constexpr std::uint64_t kRecipients = 32, kEach = 64;
   const std::vector<std::uint8_t> payload(16 * 1024, 'b');
   for (std::uint64_t k = 0; k < kEach; ++k) {
-    for (std::uint64_t r = 0; r < kRecipients; ++r) store->append(delivery(1, 2 + r, k * kRecipients + r), payload, false, 0);
+    for (std::uint64_t r = 0; r < kRecipients; ++r) {
+      store->append(delivery(1, static_cast<core::ClientId>(2 + r), k * kRecipients + r), payload, false, 0);
+    }
   }
   commits.start();
   ASSERT_TRUE(commits.drain(posted));
