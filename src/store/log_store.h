@@ -125,6 +125,9 @@ class LogStore final : public core::MessageStore {
     bool compacting = false;  // compaction's thread reads its file: not deleted meanwhile
     std::uint64_t live = 0;     // held messages whose record is here
     std::uint64_t live_bytes = 0;
+    // Every message appended here has this sequence or a later one (the header's); a record of an
+    // earlier one is a copy that compaction made.
+    std::uint64_t base_sequence = 0;
     // Older segments holding records that a Remove in this one cancels: this one must outlive them.
     std::unordered_set<std::uint64_t> cancels_into;
   };
@@ -144,6 +147,23 @@ class LogStore final : public core::MessageStore {
   struct Inbox {
     Messages messages;
     std::uint64_t bytes = 0;
+    // Messages whose record is a copy compaction made (a sequence below its segment's base), and
+    // bounds on their sequences (they only widen, until there are none): plan_compaction searches
+    // that range of an inbox for a segment's copies, not the whole inbox.
+    std::uint64_t copied = 0;
+    std::uint64_t copies_from = UINT64_MAX;
+    std::uint64_t copies_to = 0;
+    void count_copy(std::uint64_t sequence) {
+      ++copied;
+      copies_from = std::min(copies_from, sequence);
+      copies_to = std::max(copies_to, sequence);
+    }
+    void uncount_copy() {
+      if (--copied == 0) {
+        copies_from = UINT64_MAX;
+        copies_to = 0;
+      }
+    }
   };
   // Undo: what a failed commit takes back.
   struct Appended {
@@ -233,6 +253,11 @@ class LogStore final : public core::MessageStore {
   // The message an entry stands for, without its payload.
   static core::StoredMessage describe(core::ClientId recipient, std::uint64_t sequence, const Entry& entry);
   Inbox& inbox_of(core::ClientId recipient);
+  // Points a held message's entry at its record's new place, keeping Inbox::copied.
+  void relocate(Inbox& inbox, std::uint64_t sequence, Entry& entry, std::uint64_t segment, std::uint64_t offset);
+  bool is_copy(std::uint64_t sequence, const Entry& entry) const {
+    return sequence < segments_.at(entry.segment).base_sequence;
+  }
   // removed_in: the segment the Remove record is written to, or kUnrecorded.
   core::StoredMessage release(core::ClientId recipient, Messages::iterator it, std::uint64_t removed_in);
   static constexpr std::uint64_t kUnrecorded = 0;  // segment ids start at 1

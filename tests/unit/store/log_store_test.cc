@@ -527,6 +527,32 @@ TEST(LogStore, AFewMessagesForAnOfflineRecipientDoNotPinTheirSegment) {
   EXPECT_EQ(store->stats().held_messages, 1u);
 }
 
+// Compaction finds a segment's held records by sequence: those appended there from the segment's
+// base sequence on, and copies of earlier ones in the inboxes that hold copies. A copy is copied
+// again and again as traffic goes on, so no segment stays behind for it, and copies made before a
+// restart are known as copies after it.
+TEST(LogStore, CopiesAreFoundForCompactionAcrossRestarts) {
+  TempDir dir;
+  std::vector<std::string> offline;
+  const auto segment_id = [](const fs::path& path) { return std::stoull(path.stem().string()); };
+  for (int round = 0; round < 3; ++round) {
+    auto store = open_log(dir.path(), small_segments());
+    const std::string text = "offline " + std::to_string(round);
+    store->append(delivery(1, 99, 100000 + static_cast<std::uint64_t>(round)), bytes(text), false, 0);
+    offline.push_back(text);
+    ASSERT_TRUE(store->commit());
+    traffic_taken_at_once(*store, 1 + 2000 * static_cast<std::uint64_t>(round), 2000 * (round + 1));
+    const auto segments = dir.segments();
+    ASSERT_FALSE(segments.empty());
+    EXPECT_GE(segment_id(segments.front()) + 3, segment_id(segments.back()))
+        << "round " << round << ": segment " << segments.front() << " stayed behind";
+  }
+  auto store = open_log(dir.path(), small_segments());
+  std::vector<std::string> got;
+  for (const auto& m : store->pending(99, 0, 10)) got.push_back(text(m.payload));
+  EXPECT_EQ(got, offline);
+}
+
 // Messages in a segment closed a moment ago are mostly about to be acknowledged: they are copied
 // forward only once the segment has been closed for compact_after_ms. Segments found at start-up
 // count as closed long ago.

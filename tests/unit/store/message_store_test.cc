@@ -292,7 +292,9 @@ TEST_P(MessageStoreTest, CommitsThatHoldMessagesAreTimed) {
   EXPECT_GT(stats.commit_times.sum_ns(), 0u);
   // Each fdatasync the message log makes is timed; SQLite syncs inside its own commit, untimed.
   EXPECT_EQ(stats.sync_times.count(), stats.syncs);
-  if (GetParam() == "log") EXPECT_GT(stats.syncs, 0u);
+  if (GetParam() == "log") {
+    EXPECT_GT(stats.syncs, 0u);
+  }
 }
 
 TEST_P(MessageStoreTest, ReadOnlyDirectoryIsAClearError) {
