@@ -450,9 +450,15 @@ void LogStore::hold(core::ClientId recipient, std::uint64_t sequence, const Entr
   inbox.bytes += entry.payload_size;
   ++held_;
   if (entry.expires_at_ms > 0) {
-    deadlines_.push_back(Deadline{entry.expires_at_ms, sequence, recipient});
+    const Deadline deadline{entry.expires_at_ms, sequence, recipient};
+    deadlines_.push_back(deadline);
     std::push_heap(deadlines_.begin(), deadlines_.end(), later);
-    if (deadlines_.size() > 2 * held_ + 1024) rebuild_deadlines();
+    if (deadline_rebuild_) {
+      deadline_rebuild_->heap.push_back(deadline);
+      std::push_heap(deadline_rebuild_->heap.begin(), deadline_rebuild_->heap.end(), later);
+    } else if (deadlines_.size() > 2 * held_ + 1024) {
+      start_deadline_rebuild();
+    }
   }
   Segment& segment = segments_.at(entry.segment);
   segment.live += 1;
@@ -479,14 +485,35 @@ core::StoredMessage LogStore::describe(core::ClientId recipient, std::uint64_t s
   return m;
 }
 
-void LogStore::rebuild_deadlines() {
-  deadlines_.clear();
-  for (const auto& [recipient, inbox] : inboxes_) {
-    for (const auto& [sequence, entry] : inbox.messages) {
-      if (entry.expires_at_ms > 0) deadlines_.push_back(Deadline{entry.expires_at_ms, sequence, recipient});
+void LogStore::start_deadline_rebuild() {
+  DeadlineRebuild rebuild;
+  rebuild.recipients.reserve(inboxes_.size());
+  for (const auto& [recipient, inbox] : inboxes_) rebuild.recipients.push_back(recipient);
+  deadline_rebuild_ = std::move(rebuild);
+}
+
+void LogStore::advance_deadline_rebuild() {
+  if (!deadline_rebuild_) return;
+  DeadlineRebuild& rebuild = *deadline_rebuild_;
+  std::size_t budget = kDeadlineRebuildStep;
+  while (rebuild.next < rebuild.recipients.size()) {
+    const core::ClientId recipient = rebuild.recipients[rebuild.next];
+    if (auto inbox = inboxes_.find(recipient); inbox != inboxes_.end()) {
+      Messages& messages = inbox->second.messages;
+      auto it = messages.upper_bound(rebuild.after);
+      for (; it != messages.end() && budget > 0; ++it, --budget) {
+        rebuild.after = it->first;
+        if (it->second.expires_at_ms == 0) continue;
+        rebuild.heap.push_back(Deadline{it->second.expires_at_ms, it->first, recipient});
+        std::push_heap(rebuild.heap.begin(), rebuild.heap.end(), later);
+      }
+      if (it != messages.end()) return;  // the next step goes on from rebuild.after
     }
+    ++rebuild.next;
+    rebuild.after = 0;
   }
-  std::make_heap(deadlines_.begin(), deadlines_.end(), later);
+  deadlines_ = std::move(rebuild.heap);
+  deadline_rebuild_.reset();
 }
 
 core::StoredMessage LogStore::release(core::ClientId recipient, Messages::iterator it, std::uint64_t removed_in) {
@@ -903,6 +930,7 @@ void LogStore::read_in_flight(const Entry& entry, std::vector<std::uint8_t>& pay
 }
 
 Result<void, Error> LogStore::commit() {
+  advance_deadline_rebuild();
   if (!dirty_) return {};
   auto fail = [this](std::string what) -> Result<void, Error> {
     std::string message = "the message store cannot commit: " + std::move(what);
@@ -975,6 +1003,7 @@ void LogStore::commit_async(CommitDone done) {
     done(commit());
     return;
   }
+  advance_deadline_rebuild();
   release_written();
   SyncJob job;
   job.id = next_job_++;

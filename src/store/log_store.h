@@ -102,6 +102,8 @@ class LogStore final : public core::MessageStore {
   std::size_t spare_count() const { return spares_.size(); }
   // Whether a compaction's reads are under way on their own thread (with sync_on_thread).
   bool compacting() const { return compaction_running_; }
+  // Whether the heap of deadlines is being rebuilt, a step per commit.
+  bool rebuilding_deadlines() const { return deadline_rebuild_.has_value(); }
 
  private:
   struct Segment {
@@ -178,7 +180,7 @@ class LogStore final : public core::MessageStore {
   };
   // A held message's expiry, in a min-heap (deadlines_). Releasing a message leaves its entry behind,
   // to be skipped when it comes up; the heap is rebuilt from the index once such entries outnumber
-  // the held messages.
+  // the held messages, a step per commit (DeadlineRebuild).
   struct Deadline {
     std::int64_t at_ms;
     std::uint64_t sequence;
@@ -261,7 +263,19 @@ class LogStore final : public core::MessageStore {
   // removed_in: the segment the Remove record is written to, or kUnrecorded.
   core::StoredMessage release(core::ClientId recipient, Messages::iterator it, std::uint64_t removed_in);
   static constexpr std::uint64_t kUnrecorded = 0;  // segment ids start at 1
-  void rebuild_deadlines();
+  // A new heap of deadlines, built from the index a step at a time: at once, with 1.2 M messages
+  // held, it stopped the loop for 21–27 ms. Meanwhile the old heap, stale entries and all, serves
+  // expire(), and what is held meanwhile goes into both. An entry the scan also finds is there
+  // twice, which expire() skips like any stale one.
+  struct DeadlineRebuild {
+    std::vector<core::ClientId> recipients;  // the inboxes when it started
+    std::size_t next = 0;                     // into recipients
+    std::uint64_t after = 0;                  // the last sequence taken from recipients[next]
+    std::vector<Deadline> heap;
+  };
+  static constexpr std::size_t kDeadlineRebuildStep = 16384;  // entries per step
+  void start_deadline_rebuild();
+  void advance_deadline_rebuild();
   void prune_dedupe(std::int64_t now_ms);
   std::vector<std::uint8_t> read_payload(const Entry& entry) const;
   // Asks the kernel to read about bytes of the records from `from` on into the page cache.
@@ -341,6 +355,7 @@ class LogStore final : public core::MessageStore {
   std::pmr::unordered_map<core::ClientId, Inbox> inboxes_{&pool_};
   std::uint64_t held_ = 0;  // messages in inboxes_
   std::vector<Deadline> deadlines_;
+  std::optional<DeadlineRebuild> deadline_rebuild_;
   SeenIds seen_;
   std::int64_t last_prune_ms_ = 0;
   std::vector<Appended> batch_appended_;
