@@ -265,7 +265,18 @@ Result<void, Error> LogStore::recover() {
     }
   }
   if (active_ == 0) {
-    if (auto started = start_segment(); !started) return started;
+    if (auto started = start_segment(); !started) {
+      // A full disk, most likely. Rather than refuse to start, go on in the newest segment, full
+      // as it is: its recipients can take what the log holds, which frees room, and new messages
+      // are refused (each tries for a new segment) until there is room. Not in a damaged one.
+      if (segments_.empty() || recovery_.corrupt_segments != 0) return started;
+      auto& [id, newest] = *segments_.rbegin();
+      spdlog::warn("message log: cannot start a new segment ({}); going on in the full {} meanwhile: "
+                   "messages are refused until one starts",
+                   started.error().message, segment_path(id));
+      active_ = id;
+      active_salt_ = newest.salt;
+    }
   }
   reclaim();
   return {};

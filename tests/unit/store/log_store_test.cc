@@ -1271,6 +1271,17 @@ TEST(LogStore, AFillHasTheRecipientsNextBatchReadIntoThePageCache) {
   EXPECT_EQ(resident_pages(segment, other_from, other_to), 0u);
 }
 
+// Writes `path` until the file system it is on is full; leaves `spare` bytes of it free again.
+void fill_disk(const std::string& path, std::uintmax_t spare = 0) {
+  {
+    std::ofstream out(path, std::ios::binary);
+    std::vector<char> chunk(4096, 'f');
+    while (out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()))) {
+    }
+  }
+  if (spare != 0) fs::resize_file(path, fs::file_size(path) - spare);
+}
+
 // A batch that fails on a full disk is taken back whole: when it had filled a directly written
 // segment, the write of that segment's last records, not yet handed to the sync thread, is never
 // made, so its messages do not come back at the next start.
@@ -1299,16 +1310,8 @@ TEST(LogStore, ABatchRolledBackOnAFullDiskLeavesNoDirectWriteBehind) {
     for (std::uint64_t i = 1; i <= 20; ++i) store->append(delivery(1, 2, i), payload, false, 0);
     commit();
     ASSERT_TRUE(committed);
-    {
-      // Fill the disk, then leave 8 KiB: room for a new segment's header, not for its records.
-      const std::string filler = small.path() + "/filler";
-      std::ofstream out(filler, std::ios::binary);
-      std::vector<char> chunk(4096, 'f');
-      while (out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()))) {
-      }
-      out.close();
-      fs::resize_file(filler, fs::file_size(filler) - 8192);
-    }
+    // Fill the disk, then leave 8 KiB: room for a new segment's header, not for its records.
+    fill_disk(small.path() + "/filler", 8192);
     for (std::uint64_t i = 21; i <= 30; ++i) store->append(delivery(1, 2, i), payload, false, 0);
     // Too big for the first segment: it is closed with its write still to be made.
     ASSERT_EQ(store->append(delivery(1, 2, 31), std::vector<std::uint8_t>(20000, 'b'), false, 0).status,
@@ -1352,13 +1355,7 @@ TEST(LogStore, AcknowledgementsOnAFullDiskDoNotStopTheStore) {
       });
       ASSERT_TRUE(posted.run_until([&] { return outstanding == 0; }));
     };
-    {
-      // Fill the disk: no new segment can start.
-      std::ofstream out(filler, std::ios::binary);
-      std::vector<char> chunk(4096, 'f');
-      while (out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()))) {
-      }
-    }
+    fill_disk(filler);  // no new segment can start
     // The active segment's reserved space takes messages until it is full.
     const std::vector<std::uint8_t> payload(100, 'm');
     for (std::uint64_t i = 1;; ++i) {
@@ -1404,6 +1401,62 @@ TEST(LogStore, AcknowledgementsOnAFullDiskDoNotStopTheStore) {
   }
   // What came back of the acknowledged: exactly the acknowledgements left unwritten.
   EXPECT_EQ(reopened.size() - (accepted.size() - acked), unwritten);
+}
+
+// A router restarted on a disk that is still full, whose newest segment is full too (its reserve
+// took acknowledgements): it cannot start a segment, so it goes on in the full one rather than
+// refuse to start. Its recipients can take what it holds, which frees room; new messages are
+// refused until there is room, and then taken.
+TEST(LogStore, ItOpensOnAFullDiskWhoseNewestSegmentIsFull) {
+  TempDir dir;
+  testing::Tmpfs small(dir.path(), "small", "512k");
+  if (!small.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << small.error();
+  if (!takes_direct_io(small.path())) GTEST_SKIP() << "this tmpfs does not take O_DIRECT";
+  const LogOptions options = small_segments(128 * 1024);
+  const std::string filler = small.path() + "/filler";
+  const std::vector<std::uint8_t> payload(100, 'm');
+  std::vector<std::uint64_t> accepted;
+  {
+    Posted posted;
+    auto store = open_log(small.path(), options);
+    store->sync_on_thread(posted.post());
+    AsyncCommits commits(*store);
+    fill_disk(filler);
+    for (std::uint64_t i = 1;; ++i) {
+      auto r = store->append(delivery(1, 2, i), payload, false, 0);
+      if (r.status != AppendStatus::Stored) break;
+      accepted.push_back(r.sequence);
+      ASSERT_LT(i, 2000u);
+    }
+    commits.start();
+    ASSERT_TRUE(commits.drain(posted));
+    // Into the reserve: the segment now holds more than segment_bytes.
+    for (std::size_t k = 0; k < 50; ++k) store->acknowledge(2, accepted[k]);
+    commits.start();
+    ASSERT_TRUE(commits.drain(posted));
+  }
+  {
+    auto reopened = LogStore::open(small.path(), SyncMode::Batch, {}, options);
+    ASSERT_TRUE(reopened.has_value()) << reopened.error().message;
+    auto& store = **reopened;
+    Posted posted;
+    store.sync_on_thread(posted.post());
+    AsyncCommits commits(store);
+    EXPECT_EQ(store.pending(2, 0, 10000).size(), accepted.size() - 50);
+    EXPECT_EQ(store.append(delivery(1, 3, 100000), payload, false, 0).status, AppendStatus::Unavailable);
+    ASSERT_TRUE(store.acknowledge(2, accepted[50]).has_value());
+    commits.start();
+    ASSERT_TRUE(commits.drain(posted));
+    fs::remove(filler);
+    auto r = store.append(delivery(1, 3, 100001), payload, false, 0);
+    ASSERT_EQ(r.status, AppendStatus::Stored) << r.reason;
+    commits.start();
+    ASSERT_TRUE(commits.drain(posted));
+    accepted.push_back(r.sequence);
+  }
+  auto store = open_log(small.path(), options);
+  EXPECT_EQ(store->pending(2, 0, 10000).size() + store->pending(3, 0, 10).size(), accepted.size() - 51);
+  EXPECT_EQ(store->pending(3, 0, 10).size(), 1u);
 }
 
 TEST(LogStore, ANonSegmentFileInTheLogIsAClearError) {
