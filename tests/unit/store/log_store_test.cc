@@ -1282,15 +1282,22 @@ void fill_disk(const std::string& path, std::uintmax_t spare = 0) {
   if (spare != 0) fs::resize_file(path, fs::file_size(path) - spare);
 }
 
+// A 512 KiB tmpfs that takes O_DIRECT, for a log of 128 KiB segments: small enough to fill.
+class LogStoreOnASmallDisk : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!small.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << small.error();
+    if (!takes_direct_io(small.path())) GTEST_SKIP() << "this tmpfs does not take O_DIRECT";
+  }
+  TempDir dir;
+  testing::Tmpfs small{dir.path(), "small", "512k"};
+  const LogOptions options = small_segments(128 * 1024);
+};
+
 // A batch that fails on a full disk is taken back whole: when it had filled a directly written
 // segment, the write of that segment's last records, not yet handed to the sync thread, is never
 // made, so its messages do not come back at the next start.
-TEST(LogStore, ABatchRolledBackOnAFullDiskLeavesNoDirectWriteBehind) {
-  TempDir dir;
-  testing::Tmpfs small(dir.path(), "small", "512k");
-  if (!small.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << small.error();
-  if (!takes_direct_io(small.path())) GTEST_SKIP() << "this tmpfs does not take O_DIRECT";
-  const LogOptions options = small_segments(128 * 1024);
+TEST_F(LogStoreOnASmallDisk, ABatchRolledBackOnAFullDiskLeavesNoDirectWriteBehind) {
   std::vector<std::uint8_t> payload(4000, 'a');
   {
     Posted posted;
@@ -1330,12 +1337,7 @@ TEST(LogStore, ABatchRolledBackOnAFullDiskLeavesNoDirectWriteBehind) {
 // it reserved and no new segment can start. The store keeps serving: what was acknowledged is not
 // delivered again while it runs, and once there is room it takes new messages again. Nothing
 // accepted is lost across a restart; what was acknowledged may come back, as after a crash.
-TEST(LogStore, AcknowledgementsOnAFullDiskDoNotStopTheStore) {
-  TempDir dir;
-  testing::Tmpfs small(dir.path(), "small", "512k");
-  if (!small.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << small.error();
-  if (!takes_direct_io(small.path())) GTEST_SKIP() << "this tmpfs does not take O_DIRECT";
-  const LogOptions options = small_segments(128 * 1024);
+TEST_F(LogStoreOnASmallDisk, AcknowledgementsOnAFullDiskDoNotStopTheStore) {
   const std::string filler = small.path() + "/filler";
   std::vector<std::uint64_t> accepted;
   std::uint64_t unwritten = 0;
@@ -1407,12 +1409,7 @@ TEST(LogStore, AcknowledgementsOnAFullDiskDoNotStopTheStore) {
 // took acknowledgements): it cannot start a segment, so it goes on in the full one rather than
 // refuse to start. Its recipients can take what it holds, which frees room; new messages are
 // refused until there is room, and then taken.
-TEST(LogStore, ItOpensOnAFullDiskWhoseNewestSegmentIsFull) {
-  TempDir dir;
-  testing::Tmpfs small(dir.path(), "small", "512k");
-  if (!small.mounted()) GTEST_SKIP() << "cannot mount a tmpfs: " << small.error();
-  if (!takes_direct_io(small.path())) GTEST_SKIP() << "this tmpfs does not take O_DIRECT";
-  const LogOptions options = small_segments(128 * 1024);
+TEST_F(LogStoreOnASmallDisk, ItOpensOnAFullDiskWhoseNewestSegmentIsFull) {
   const std::string filler = small.path() + "/filler";
   const std::vector<std::uint8_t> payload(100, 'm');
   std::vector<std::uint64_t> accepted;
