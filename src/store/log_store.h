@@ -132,6 +132,11 @@ class LogStore final : public core::MessageStore {
     std::uint64_t base_sequence = 0;
     // Older segments holding records that a Remove in this one cancels: this one must outlive them.
     std::unordered_set<std::uint64_t> cancels_into;
+    // A spare taken on the owner's thread (roll_over_onto_spare): the file still has the spare's
+    // name (this id), and its header goes with the first write. The first sync job that syncs it
+    // renames it; until that completes, no segment is retired.
+    std::uint64_t spare_id = 0;  // 0: named
+    bool rename_queued = false;
   };
   struct Entry {
     core::ClientId sender = 0;
@@ -204,10 +209,19 @@ class LogStore final : public core::MessageStore {
   // SyncJob: one commit handed to the sync thread. error set: nothing to sync, fail it in order.
   // id 0: writes alone, from a commit that already completed (Remove records no one waits for).
   struct SyncJob {
+    struct Rename {
+      std::uint64_t segment;
+      std::string from;
+      std::string to;
+    };
     std::uint64_t id = 0;
     std::vector<DirectWrite> writes;  // made in order, before any fdatasync
     std::vector<int> fds;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> written;  // segment, bytes it covers
+    // After the fdatasyncs: spares become segments, then one fsync of the directory makes these
+    // names and the retirements' (segment ids) durable.
+    std::vector<Rename> renames;
+    std::vector<std::uint64_t> retired;
     std::string error;
     CommitDone done;
     std::uint64_t started_ns = 0;  // steady clock, when the commit started; 0: it holds no message
@@ -223,6 +237,17 @@ class LogStore final : public core::MessageStore {
     std::uint32_t salt = 0;
   };
   Result<void, Error> start_segment();
+  // With direct writes on the sync thread: a spare becomes segment id without a disk wait on this
+  // thread (its header goes with its first write, its new name with its first sync). False: the
+  // spare could not be prepared, and start_segment goes the synchronous way.
+  bool roll_over_onto_spare(std::uint64_t id);
+  // Before a spare is written over, its retirement's rename must be on disk: a crash must not leave
+  // its new life under its old segment's name.
+  void make_spare_durable();
+  // fsync of the directory, here and now: every retirement so far is durable.
+  void sync_directory();
+  // Whether the directory's fsyncs after retiring segments ride on the sync thread's jobs.
+  bool retires_on_thread() const { return post_ && sync_ == SyncMode::Batch && sync_thread_.joinable(); }
   // Starts a new segment if a record of record_size, and the end mark after it, would take the
   // active one past segment_bytes (unless the active one is empty: a larger record goes alone).
   Result<void, Error> make_room(std::size_t record_size);
@@ -337,6 +362,11 @@ class LogStore final : public core::MessageStore {
   std::uint32_t active_salt_ = 0;
   std::uint64_t next_segment_id_ = 1;  // above every segment and spare seen, so names never collide
   std::vector<Spare> spares_;
+  // Segments retired (deleted or made spares) whose directory entries are not known durable yet,
+  // and those of them not yet handed to a sync job: a Remove cancelling their records is kept, and
+  // a spare among them is not written over, until then.
+  std::unordered_set<std::uint64_t> retired_unsynced_;
+  std::vector<std::uint64_t> retired_unqueued_;
   // Records for the active segment, not written yet. With direct writes it starts with the bytes
   // the file holds from the block boundary below written, buffer_base_ of them, which its write
   // writes again.
