@@ -61,8 +61,8 @@ struct StoreStats {
   // Requests to the disk to make written data durable (the message log's fdatasync calls); a store
   // that leaves syncing to its engine (SQLite) reports 0.
   std::uint64_t syncs = 0;
-  // Acknowledgements and expiries a full disk kept out of the message log: their messages are gone
-  // from the store but would come back after a restart.
+  // Acknowledgements and expiries a full disk or a failed commit kept out of the message log: their
+  // messages are gone from the store but would come back after a restart.
   std::uint64_t removals_unwritten = 0;
   std::uint64_t held_messages = 0;
   std::uint64_t held_bytes = 0;

@@ -488,8 +488,8 @@ std::string Server::metrics_page(const std::vector<WorkerFigures>& threads) {
     page.histogram("debra_store_sync_seconds", "Each fdatasync of the message log (none with --store sqlite)",
                    store.sync_times);
     page.counter("debra_store_removals_unwritten_total",
-                 "Acknowledgements and expiries a full disk kept out of the message log (their messages would "
-                 "come back after a restart)",
+                 "Acknowledgements and expiries a full disk or a failed commit kept out of the message log (their "
+                 "messages would come back after a restart)",
                  store.removals_unwritten);
   }
   return page.take();

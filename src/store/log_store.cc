@@ -692,8 +692,7 @@ std::optional<core::StoredMessage> LogStore::acknowledge(core::ClientId recipien
   auto it = inbox->second.messages.find(sequence);
   if (it == inbox->second.messages.end()) return std::nullopt;
   const std::uint64_t bytes = it->second.payload_size;
-  const bool recorded = make_room_for_remove();
-  if (recorded) log::encode(log::RemoveRecord{sequence, recipient}, active_salt_, buffer_);
+  const bool recorded = write_remove(recipient, sequence);
   core::StoredMessage acked = release(recipient, it, recorded ? active_ : kUnrecorded);
   dirty_ = true;
   ++stats_.acknowledged;
@@ -826,8 +825,7 @@ std::vector<core::StoredMessage> LogStore::expire(std::int64_t now_ms) {
     auto it = inbox->second.messages.find(sequence);
     if (it == inbox->second.messages.end() || it->second.expires_at_ms != deadline) continue;
     const std::uint64_t bytes = it->second.payload_size;
-    const bool recorded = make_room_for_remove();
-    if (recorded) log::encode(log::RemoveRecord{sequence, recipient}, active_salt_, buffer_);
+    const bool recorded = write_remove(recipient, sequence);
     out.push_back(release(recipient, it, recorded ? active_ : kUnrecorded));
     --stats_.held_messages;
     stats_.held_bytes -= bytes;
@@ -860,6 +858,13 @@ Result<void, Error> LogStore::make_room(std::size_t record_size) {
 
 std::uint64_t LogStore::removal_reserve() const {
   return std::max<std::uint64_t>(options_.segment_bytes / 64, kDirectBlock);
+}
+
+bool LogStore::write_remove(core::ClientId recipient, std::uint64_t sequence) {
+  if (!make_room_for_remove()) return false;
+  log::encode(log::RemoveRecord{sequence, recipient}, active_salt_, buffer_);
+  ++batch_removes_;
+  return true;
 }
 
 bool LogStore::make_room_for_remove() {
@@ -1039,6 +1044,7 @@ Result<void, Error> LogStore::commit() {
   dirty_ = false;
   batch_appended_.clear();
   batch_moved_.clear();
+  batch_removes_ = 0;
   finished_job_ = next_job_++;
   if (started != 0) stats_.commit_times.observe(steady_ns() - started);
   after_commit();
@@ -1121,6 +1127,7 @@ void LogStore::commit_async(CommitDone done) {
       dirty_ = false;
       batch_appended_.clear();
       batch_moved_.clear();
+      batch_removes_ = 0;
     }
   }
   for (const DirectWrite& write : in_flight_) {
@@ -1321,8 +1328,12 @@ void LogStore::rollback() {
     --stats_.held_messages;
     stats_.held_bytes -= bytes;
   }
+  // Its Remove records are cut off too; their messages stay released, as when a full disk leaves
+  // one unwritten, and would come back after a restart.
+  stats_.removals_unwritten += batch_removes_;
   batch_appended_.clear();
   batch_moved_.clear();
+  batch_removes_ = 0;
   dirty_ = false;
 }
 

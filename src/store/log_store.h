@@ -251,6 +251,8 @@ class LogStore final : public core::MessageStore {
   // Starts a new segment if a record of record_size, and the end mark after it, would take the
   // active one past segment_bytes (unless the active one is empty: a larger record goes alone).
   Result<void, Error> make_room(std::size_t record_size);
+  // A Remove record for the batch, where make_room_for_remove finds room. False: it is not written.
+  bool write_remove(core::ClientId recipient, std::uint64_t sequence);
   // Before a Remove record: make_room, or on failure (a full disk) the active segment's reserve
   // takes it. False: there is no room for it anywhere, and it is not written.
   bool make_room_for_remove();
@@ -390,6 +392,7 @@ class LogStore final : public core::MessageStore {
   std::int64_t last_prune_ms_ = 0;
   std::vector<Appended> batch_appended_;
   std::vector<Moved> batch_moved_;
+  std::uint64_t batch_removes_ = 0;  // Remove records in the batch: a rollback leaves them unwritten
   core::StoreStats stats_;
   LogRecovery recovery_;
 

@@ -1575,6 +1575,39 @@ TEST_F(LogStoreOnASmallDisk, AcknowledgementsOnAFullDiskDoNotStopTheStore) {
   EXPECT_EQ(reopened.size() - (accepted.size() - acked), unwritten);
 }
 
+// Written through the page cache (here without the sync thread), a batch whose write fails on a
+// full disk is cut off whole, its acknowledgements' Remove records with it. Those messages stay
+// taken, as when the reserve leaves a Remove unwritten, and are counted the same way: they would
+// come back after a restart.
+TEST_F(LogStoreOnASmallDisk, AcknowledgementsCutOffWithAFailedBatchAreCounted) {
+  const std::string filler = small.path() + "/filler";
+  const std::vector<std::uint8_t> payload(100, 'm');
+  std::vector<std::uint64_t> accepted;
+  constexpr std::size_t kAcked = 300;  // their Remove records take more than the file's last page
+  {
+    auto store = open_log(small.path(), options);
+    ASSERT_FALSE(store->writes_direct());
+    for (std::uint64_t i = 1; i <= 400; ++i) {
+      accepted.push_back(store->append(delivery(1, 2, i), payload, false, 0).sequence);
+    }
+    ASSERT_TRUE(store->commit());
+    fill_disk(filler);
+    for (std::size_t k = 0; k < kAcked; ++k) ASSERT_TRUE(store->acknowledge(2, accepted[k]).has_value());
+    auto committed = store->commit();
+    ASSERT_FALSE(committed) << "a full tmpfs took " << kAcked << " Remove records";
+    EXPECT_EQ(store->stats().removals_unwritten, kAcked);
+    EXPECT_EQ(store->pending(2, 0, 1000).size(), accepted.size() - kAcked);
+    // Room again: the store takes and commits new messages.
+    fs::remove(filler);
+    auto r = store->append(delivery(1, 2, 1000), payload, false, 0);
+    ASSERT_EQ(r.status, AppendStatus::Stored) << r.reason;
+    ASSERT_TRUE(store->commit());
+    accepted.push_back(r.sequence);
+  }
+  auto store = open_log(small.path(), options);
+  EXPECT_EQ(store->pending(2, 0, 1000).size(), accepted.size()) << "the acknowledgements cut off come back";
+}
+
 // A router restarted on a disk that is still full, whose newest segment is full too (its reserve
 // took acknowledgements): it cannot start a segment, so it goes on in the full one rather than
 // refuse to start. Its recipients can take what it holds, which frees room; new messages are
