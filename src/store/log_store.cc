@@ -436,6 +436,7 @@ bool LogStore::roll_over_onto_spare(std::uint64_t id) {
   segment.written = segment.submitted = segment.synced = log::kHeaderSize;
   segment.in_file = 0;  // the header is not in the file until the first write
   segment.spare_id = spare.id;
+  unnamed_.push_back(id);
   active_ = id;
   active_salt_ = segment.salt;
   drop_block_prefix();
@@ -462,7 +463,6 @@ void LogStore::sync_directory() {
   if (sync_ != SyncMode::Off) ::fsync(dir_fd_);
   if (!retired_unsynced_.empty()) reclaim_due_ = true;  // Removes that cancelled their records may go now
   retired_unsynced_.clear();
-  retired_unqueued_.clear();
 }
 
 bool LogStore::reuse_spare(std::uint64_t id, Segment& segment) {
@@ -1134,25 +1134,35 @@ void LogStore::commit_async(CommitDone done) {
     if (write.number > queued_writes_) job.writes.push_back(write);
   }
   queued_writes_ = next_write_ - 1;
-  // A job with nothing to sync completes at once if nothing is ahead of it (its writes, if any, go
-  // to the thread alone); otherwise it goes through the queue too, since completions keep the order
-  // of commits.
-  const bool completes_now = job.fds.empty() && job.error.empty() && finished_job_ + 1 == job.id;
-  // Retirements ride on a job that syncs anyway, rather than hold up one that would not.
-  if (!job.fds.empty() && job.error.empty() && !retired_unqueued_.empty()) {
-    job.retired = std::move(retired_unqueued_);
-    retired_unqueued_.clear();
-  }
-  if (completes_now) {
-    if (!job.writes.empty()) {
-      SyncJob writes;
-      writes.writes = std::move(job.writes);
-      queue_job(std::move(writes));
+  // A segment taken from a spare whose records this commit does not sync (Remove records alone) is
+  // synced and named by a job of its own behind it, which no commit waits for: reclaiming, which
+  // waits for the name, then goes on without waiting for a commit that holds messages.
+  SyncJob side;
+  if (job.error.empty()) {
+    for (std::uint64_t id : unnamed_) {
+      Segment& segment = segments_.at(id);
+      if (segment.rename_queued || segment.written == log::kHeaderSize || segment.submitted != segment.written) {
+        continue;
+      }
+      side.fds.push_back(segment.fd);
+      side.written.emplace_back(id, segment.written);
+      ++segment.syncing;
+      segment.unsynced = false;
+      side.renames.push_back({id, spare_path(segment.spare_id), segment_path(id)});
+      segment.rename_queued = true;
     }
+  }
+  // A job with nothing to sync completes at once if nothing is ahead of it (its writes, if any, go
+  // to the thread in the side job); otherwise it goes through the queue too, since completions keep
+  // the order of commits.
+  if (job.fds.empty() && job.error.empty() && finished_job_ + 1 == job.id) {
+    side.writes = std::move(job.writes);
+    if (!side.writes.empty() || !side.renames.empty()) queue_job(std::move(side));
     finish(std::move(job), {});
     return;
   }
   queue_job(std::move(job));
+  if (!side.renames.empty()) queue_job(std::move(side));
 }
 
 void LogStore::queue_job(SyncJob job) {
@@ -1181,7 +1191,7 @@ void LogStore::run_syncs() {
     for (const SyncJob& job : jobs) {
       for (const DirectWrite& write : job.writes) writes.push_back(&write);
       if (job.error.empty()) fds.insert(fds.end(), job.fds.begin(), job.fds.end());
-      report = report || job.id != 0;
+      report = report || job.id != 0 || !job.renames.empty() || !job.retired.empty();
     }
     // What the file holds is unknown after a failed write: no later write is made either.
     if (write_failure.empty()) write_failure = make_writes(writes);
@@ -1266,14 +1276,19 @@ void LogStore::finish(SyncJob job, Result<void, Error> result) {
   // A sync that succeeds after one that failed proves nothing about the data the failure lost.
   if (result && !failed_.empty()) result = make_error(failed_);
   if (!result && job.error.empty()) fail_store(result.error().message);
-  if (result) {
+  const bool named = result && (!job.renames.empty() || !job.retired.empty());
+  if (named) {
     for (const SyncJob::Rename& rename : job.renames) {
       if (auto it = segments_.find(rename.segment); it != segments_.end()) it->second.spare_id = 0;
+      unnamed_.erase(std::remove(unnamed_.begin(), unnamed_.end(), rename.segment), unnamed_.end());
     }
     for (std::uint64_t id : job.retired) retired_unsynced_.erase(id);
-    if (!job.renames.empty() || !job.retired.empty()) reclaim_due_ = true;
+    reclaim_due_ = true;
   }
-  if (job.id == 0) return;  // writes alone: the commit they belong to completed before they were made
+  if (job.id == 0) {  // no commit waits for it: the one its writes belong to completed before
+    if (named) reclaim();
+    return;
+  }
   finished_job_ = job.id;
   if (result && job.started_ns != 0) stats_.commit_times.observe(steady_ns() - job.started_ns);
   if (result) after_commit();
@@ -1342,7 +1357,7 @@ void LogStore::reclaim() {
   release_written();
   // The newest named segment's header holds the floor of sequences: while a newer one is still
   // under a spare's name, a crash would find only the segments that are left.
-  if (std::any_of(segments_.begin(), segments_.end(), [](const auto& s) { return s.second.spare_id != 0; })) {
+  if (!unnamed_.empty()) {
     reclaim_due_ = true;
     return;
   }
@@ -1365,14 +1380,17 @@ void LogStore::reclaim() {
     // A segment that cancels records of these may go only once their deletion (or renaming to a
     // spare, which recovery does not read) is on disk too;
     // otherwise a crash could bring back messages whose removal it alone recorded. With the sync
-    // thread, the directory's fsync (0.2–1 ms) goes with its next job instead of stopping the loop.
+    // thread, the directory's fsync (0.2–1 ms) is its job, which no commit waits for, and those
+    // segments are looked at again once it completes.
     if (sync_ == SyncMode::Off) continue;
     if (!retires_on_thread()) {
       ::fsync(dir_fd_);
       continue;
     }
     retired_unsynced_.insert(doomed.begin(), doomed.end());
-    retired_unqueued_.insert(retired_unqueued_.end(), doomed.begin(), doomed.end());
+    SyncJob directory;
+    directory.retired = std::move(doomed);
+    queue_job(std::move(directory));
     return;
   }
 }

@@ -207,7 +207,8 @@ class LogStore final : public core::MessageStore {
     std::shared_ptr<const log::Bytes> data;  // whole blocks
   };
   // SyncJob: one commit handed to the sync thread. error set: nothing to sync, fail it in order.
-  // id 0: writes alone, from a commit that already completed (Remove records no one waits for).
+  // id 0: work no commit waits for: the writes of one that already completed (Remove records), and
+  // syncing and naming a segment taken from a spare, or making retirements durable.
   struct SyncJob {
     struct Rename {
       std::uint64_t segment;
@@ -219,7 +220,7 @@ class LogStore final : public core::MessageStore {
     std::vector<int> fds;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> written;  // segment, bytes it covers
     // After the fdatasyncs: spares become segments, then one fsync of the directory makes these
-    // names and the retirements' (segment ids) durable.
+    // names and those of retired segments (ids) durable.
     std::vector<Rename> renames;
     std::vector<std::uint64_t> retired;
     std::string error;
@@ -246,7 +247,7 @@ class LogStore final : public core::MessageStore {
   void make_spare_durable();
   // fsync of the directory, here and now: every retirement so far is durable.
   void sync_directory();
-  // Whether the directory's fsyncs after retiring segments ride on the sync thread's jobs.
+  // Whether the directory's fsyncs after retiring segments are the sync thread's.
   bool retires_on_thread() const { return post_ && sync_ == SyncMode::Batch && sync_thread_.joinable(); }
   // Starts a new segment if a record of record_size, and the end mark after it, would take the
   // active one past segment_bytes (unless the active one is empty: a larger record goes alone).
@@ -364,11 +365,12 @@ class LogStore final : public core::MessageStore {
   std::uint32_t active_salt_ = 0;
   std::uint64_t next_segment_id_ = 1;  // above every segment and spare seen, so names never collide
   std::vector<Spare> spares_;
-  // Segments retired (deleted or made spares) whose directory entries are not known durable yet,
-  // and those of them not yet handed to a sync job: a Remove cancelling their records is kept, and
-  // a spare among them is not written over, until then.
+  // Segments retired (deleted or made spares) whose directory entries are not known durable yet (a
+  // sync job fsyncs the directory): a Remove cancelling their records is kept, and a spare among
+  // them is not written over, until then.
   std::unordered_set<std::uint64_t> retired_unsynced_;
-  std::vector<std::uint64_t> retired_unqueued_;
+  // Segments taken from spares whose new names are not on disk yet (Segment::spare_id).
+  std::vector<std::uint64_t> unnamed_;
   // Records for the active segment, not written yet. With direct writes it starts with the bytes
   // the file holds from the block boundary below written, buffer_base_ of them, which its write
   // writes again.

@@ -1211,6 +1211,21 @@ TEST(LogStore, ClosingTheStoreMakesTheWritesNotYetHandedToTheSyncThread) {
   expect_reopened_inbox(dir, 2, sent);
 }
 
+// Small segments that compaction leaves alone: its copies would make a batch of Remove records
+// alone wait for the disk.
+LogOptions small_uncompacted_segments(std::size_t bytes) {
+  LogOptions options = small_segments(bytes);
+  options.compact_after_ms = 3'600'000;
+  return options;
+}
+
+// The file the segment after this one has (segment ids count up by one).
+fs::path next_segment(const fs::path& segment) {
+  char name[32];
+  std::snprintf(name, sizeof name, "%020llu.seg", std::stoull(segment.stem().string()) + 1);
+  return segment.parent_path() / name;
+}
+
 // Rounds of a few segments' worth of messages that recipient 2 takes together, through the sync
 // thread, until the log keeps two spares (one segment at a time would leave one: each roll-over
 // takes the spare that the segment before made).
@@ -1285,66 +1300,14 @@ TEST(LogStore, ARollOverOntoASpareMakesNoSyncOnTheOwnersThread) {
 }
 
 // The newest named segment's header keeps the floor of sequences, so no segment is retired while
-// the one after it still has a spare's name: here segment A's only message is acknowledged, its
-// Remove record rolls over into B, and that batch completes without a sync (Remove records alone),
-// so B is not renamed yet. A process that dies then leaves A in place: its message comes back, and
-// no sequence is handed out twice. (Retiring A there left no segment at all, and sequences began
-// again at 1.)
+// the one after it still has a spare's name: a crash then would find neither, and sequences would
+// start again below those handed out. Here segment A's only message is acknowledged, and its Remove
+// record rolls over into B. That batch completes at once (Remove records alone), and its reclaim
+// finds A empty while B is synced and named behind it, on the sync thread.
 TEST(LogStore, NoSegmentIsRetiredWhileANewerOneHasNoNameYet) {
   TempDir dir;
   if (!takes_direct_io(dir.path())) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
-  const LogOptions options = small_segments(64 * 1024);
-  const std::string last_path = dir.path() + "/last-sequence";
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    Posted posted;
-    auto opened = LogStore::open(dir.path(), SyncMode::Batch, {}, options);
-    if (!opened) ::_exit(2);
-    LogStore& store = **opened;
-    store.sync_on_thread(posted.post());
-    make_two_spares(store, posted);
-    if (::testing::Test::HasFatalFailure() || !store.writes_direct()) ::_exit(3);
-    // One message that fills a segment of its own to where not even a Remove record fits after it.
-    const std::size_t fills = options.segment_bytes - log::kHeaderSize - log::kEndMarkSize - log::kPayloadOffset;
-    const std::size_t before = store.segment_count();
-    const auto a = store.append(delivery(5, 4, 1), patterned(1, fills), false, 0).sequence;
-    bool done = false;
-    store.commit_async([&](Result<void, Error> r) { done = static_cast<bool>(r); });
-    if (!posted.run_until([&] { return done; }) || store.segment_count() != before + 1) ::_exit(4);
-    const std::uint64_t syncs = store.stats().syncs;
-    store.acknowledge(4, a);
-    done = false;
-    store.commit_async([&](Result<void, Error> r) { done = static_cast<bool>(r); });
-    if (!done) ::_exit(5);  // Remove records alone complete at once
-    if (store.stats().syncs != syncs) ::_exit(6);  // B came from a spare, unsynced
-    std::ofstream(last_path) << a;
-    ::_exit(0);  // no destructor: B is never renamed
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status));
-  ASSERT_EQ(WEXITSTATUS(status), 0);
-  std::uint64_t last = 0;
-  std::ifstream(last_path) >> last;
-  ASSERT_GT(last, 0u);
-  auto store = open_log(dir.path(), options);
-  auto back = store->pending(4, 0, 10);
-  EXPECT_EQ(back.size(), 1u);
-  if (!back.empty()) {
-    EXPECT_EQ(back[0].sequence, last);
-  }
-  EXPECT_GT(store->append(delivery(6, 5, 1), bytes("after"), false, 0).sequence, last);
-}
-
-// With the sync thread, the directory's fsync after a segment is retired rides on the next sync
-// job instead of stopping the loop (0.2–1 ms a segment). Meanwhile a segment whose Remove records
-// cancel the retired one's is kept: a crash could otherwise bring the retired file back without
-// them, and its messages with it.
-TEST(LogStore, ARemovalOutlivesTheSegmentItCancelsUntilItsRetirementIsOnDisk) {
-  TempDir dir;
-  if (!takes_direct_io(dir.path())) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
-  const LogOptions options = small_segments(64 * 1024);
+  const LogOptions options = small_uncompacted_segments(64 * 1024);
   // A message that fills a segment of its own to where not even a Remove record fits after it.
   const std::size_t fills = options.segment_bytes - log::kHeaderSize - log::kEndMarkSize - log::kPayloadOffset;
   Posted posted;
@@ -1352,32 +1315,70 @@ TEST(LogStore, ARemovalOutlivesTheSegmentItCancelsUntilItsRetirementIsOnDisk) {
   store->sync_on_thread(posted.post());
   ASSERT_NO_FATAL_FAILURE(make_two_spares(*store, posted));
   AsyncCommits commits(*store);
-  // A holds m alone, and m's Remove record rolls over into B.
   const auto m = store->append(delivery(5, 4, 1), patterned(1, fills), false, 0).sequence;
   commits.start();
   ASSERT_TRUE(commits.drain(posted));
   const auto a = dir.segments().back();
+  const std::size_t segments = store->segment_count();
+  const std::uint64_t syncs = store->stats().syncs;
   store->acknowledge(4, m);
   commits.start();
-  // Two commits whose completions run together: the first names B, after which A goes; the
-  // second holds B (x, taken, and y, too large for B) until the reclaim that follows it, when A's
-  // retirement is not on disk yet.
-  const auto x = store->append(delivery(5, 6, 2), bytes("x"), false, 0).sequence;
-  commits.start();
-  store->acknowledge(6, x);
-  store->append(delivery(5, 7, 3), patterned(3, fills), false, 0);
+  EXPECT_EQ(commits.outstanding(), 0) << "Remove records alone complete at once";
+  EXPECT_EQ(store->segment_count(), segments + 1);
+  EXPECT_EQ(store->stats().syncs, syncs) << "B was synced on the owner's thread";
+  EXPECT_TRUE(fs::exists(a)) << "A was retired while B had no name";
+  // Once B's sync and rename complete, A goes.
+  ASSERT_TRUE(posted.run_until([&] { return !fs::exists(a); }));
+  EXPECT_TRUE(fs::exists(next_segment(a)));
+}
+
+// With the sync thread, the directory's fsync after segments are retired is a job of its own,
+// which no commit waits for, and so are the sync and the name of a segment taken from a spare that
+// Remove records alone filled. So a backlog that is taken with no new messages arriving frees its
+// segments all the same, those whose Remove records cancel the others' included, once each
+// retirement is on disk.
+TEST(LogStore, ABacklogTakenWithNoNewMessagesFreesItsSegments) {
+  TempDir dir;
+  if (!takes_direct_io(dir.path())) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
+  const LogOptions options = small_uncompacted_segments(64 * 1024);
+  Posted posted;
+  auto store = open_log(dir.path(), options);
+  store->sync_on_thread(posted.post());
+  AsyncCommits commits(*store);
+  // About seven segments held for recipient 4.
+  std::vector<std::uint64_t> backlog;
+  const std::vector<std::uint8_t> payload(3000, 'b');
+  for (std::uint64_t i = 1; i <= 150; ++i) {
+    backlog.push_back(store->append(delivery(5, 4, i), payload, false, 0).sequence);
+  }
   commits.start();
   ASSERT_TRUE(commits.drain(posted));
-  EXPECT_FALSE(fs::exists(a));
-  char next[32];
-  std::snprintf(next, sizeof next, "%020llu.seg", std::stoull(a.stem().string()) + 1);
-  const auto b = a.parent_path() / next;
-  EXPECT_TRUE(fs::exists(b)) << "B cancels A's record, and A's deletion is not known to be on disk";
-  // The next commit that syncs carries the directory's fsync; then B goes too.
-  store->append(delivery(5, 7, 4), bytes("z"), false, 0);
+  ASSERT_NO_FATAL_FAILURE(make_two_spares(*store, posted));
+  for (const auto& m : store->pending(2, 0, 1000)) store->acknowledge(2, m.sequence);
+  // Last, one that fills a segment of its own to where not even a Remove record fits after it: the
+  // first acknowledgement's record rolls over onto a spare.
+  const std::size_t fills = options.segment_bytes - log::kHeaderSize - log::kEndMarkSize - log::kPayloadOffset;
+  backlog.push_back(store->append(delivery(5, 4, 151), patterned(151, fills), false, 0).sequence);
   commits.start();
   ASSERT_TRUE(commits.drain(posted));
-  EXPECT_FALSE(fs::exists(b));
+  ASSERT_GT(store->spare_count(), 0u);
+  const std::size_t held = store->segment_count();
+  ASSERT_GE(held, 8u);
+  const std::uint64_t syncs = store->stats().syncs;
+  const fs::path newest = dir.segments().back();
+  // Taken a message at a time, as a reconnecting recipient would.
+  for (std::uint64_t sequence : backlog) {
+    ASSERT_TRUE(store->acknowledge(4, sequence).has_value());
+    commits.start();
+    posted.run();
+  }
+  EXPECT_EQ(store->stats().held_messages, 0u);
+  // No commit from here on: what is left to free goes through the jobs no commit waits for.
+  EXPECT_TRUE(posted.run_until([&] { return store->segment_count() == 1; }))
+      << store->segment_count() << " segments left of " << held;
+  ASSERT_EQ(dir.segments().size(), 1u);
+  EXPECT_GT(dir.segments().back(), newest) << "no acknowledgement's record rolled over";
+  EXPECT_GT(store->stats().syncs, syncs) << "the segment the acknowledgements began was never synced";
 }
 
 // Pages of bytes [from, to) of path that the page cache holds, of those pages.
