@@ -309,5 +309,50 @@ TEST(BenchIntegration, RefusesOneTokenForManyIds) {
   EXPECT_NE(run.err.find("--token-secret-file"), std::string::npos) << run.describe();
 }
 
+#ifdef DEBRA_INBOX_BENCH_BIN
+// The keys of debra-inbox-bench's JSON lines, in order: its enqueue, drain and latency run, and --trickle.
+const std::vector<std::string> kInboxReportKeys{
+    "label", "size", "count", "recipients", "window", "drained", "enqueue_msgs_per_s", "drain_msgs_per_s",
+    "reply_p50_us", "reply_p99_us", "delivery_p50_us", "delivery_p99_us"};
+const std::vector<std::string> kTrickleReportKeys{"label", "size", "trickle_msgs_per_s", "seconds", "sent",
+                                                  "accepted"};
+
+// debra-inbox-bench (bench/inbox), short and small, against the real durable router: every message
+// it stored for its offline recipients reaches them when they connect together, its JSON line has
+// every figure, and what --trickle sends stays stored. No assertion on speed.
+TEST(InboxBenchIntegration, WhatItStoresForOfflineRecipientsReachesThem) {
+  ServerProcess server;
+  ASSERT_TRUE(server.start(unlimited({"--metrics-listen", "127.0.0.1:0"})));
+  const std::vector<std::string> to_server{"--server", server.address(), "--ca", server.ca_file()};
+  auto args = to_server;
+  args.insert(args.end(), {"--count", "600", "--size", "300", "--recipients", "3", "--window", "64",
+                           "--latency-samples", "20", "--label", "smoke"});
+  auto run = run_program(DEBRA_INBOX_BENCH_BIN, args, 60s);
+  ASSERT_EQ(run.exit_code, 0) << run.describe();
+  auto report = parse_flat_json(only_line(run.out), kInboxReportKeys);
+  ASSERT_FALSE(report.empty()) << "not one JSON line with the documented keys: " << run.describe();
+  EXPECT_EQ(report["label"], "\"smoke\"");
+  EXPECT_EQ(report["recipients"], "3");
+  EXPECT_EQ(report["drained"], "600") << run.describe();
+  for (const char* figure : {"enqueue_msgs_per_s", "drain_msgs_per_s", "reply_p50_us", "delivery_p50_us"}) {
+    EXPECT_GT(std::stod(report[figure]), 0.0) << figure << ": " << run.describe();
+  }
+
+  args = to_server;
+  args.insert(args.end(), {"--trickle", "200", "--seconds", "1", "--base-id", "2000", "--size", "100"});
+  auto trickle = run_program(DEBRA_INBOX_BENCH_BIN, args, 30s);
+  ASSERT_EQ(trickle.exit_code, 0) << trickle.describe();
+  auto trickled = parse_flat_json(only_line(trickle.out), kTrickleReportKeys);
+  ASSERT_FALSE(trickled.empty()) << trickle.describe();
+  const auto sent = std::stoull(trickled["sent"]);
+  EXPECT_GE(sent, 150u) << trickle.describe();
+  EXPECT_EQ(trickled["accepted"], trickled["sent"]) << trickle.describe();
+  std::this_thread::sleep_for(300ms);  // the metrics page is rebuilt every 250 ms
+  auto page = scrape_metrics(server);
+  ASSERT_TRUE(page) << page.error().message;
+  EXPECT_EQ(page->value("debra_store_held_messages"), static_cast<double>(sent)) << page->text;
+}
+#endif
+
 }  // namespace
 }  // namespace debra::testing

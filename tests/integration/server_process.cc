@@ -320,6 +320,11 @@ std::string CliResult::describe() const {
 }
 
 CliResult run_cli(const std::vector<std::string>& args, std::chrono::milliseconds timeout, const std::string& input) {
+  return run_program(DEBRA_CLI_BIN, args, timeout, input);
+}
+
+CliResult run_program(const std::string& binary, const std::vector<std::string>& args,
+                      std::chrono::milliseconds timeout, const std::string& input) {
   CliResult result;
   int in_fd = -1;
   if (!input.empty()) {
@@ -346,7 +351,7 @@ CliResult run_cli(const std::vector<std::string>& args, std::chrono::millisecond
     close(out_pipe[1]);
     return result;
   }
-  std::vector<std::string> argv{DEBRA_CLI_BIN};
+  std::vector<std::string> argv{binary};
   argv.insert(argv.end(), args.begin(), args.end());
   auto start = Clock::now();
   pid_t pid = spawn(argv, out_pipe[1], err_pipe[1], in_fd);

@@ -136,5 +136,8 @@ struct CliResult {
 // stderr; kills it after timeout. Adds a test failure if its stderr holds a sanitizer report.
 CliResult run_cli(const std::vector<std::string>& args, std::chrono::milliseconds timeout = 30s,
                   const std::string& input = {});
+// The same for another of the project's programs (a load tool).
+CliResult run_program(const std::string& binary, const std::vector<std::string>& args,
+                      std::chrono::milliseconds timeout = 30s, const std::string& input = {});
 
 }  // namespace debra::testing
