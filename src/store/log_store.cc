@@ -183,9 +183,11 @@ LogStore::~LogStore() {
     for (auto& [id, segment] : segments_) {
       if (sync_ != SyncMode::Off && (segment.unsynced || segment.spare_id != 0)) (void)sync_file(segment.fd);
       if (segment.spare_id == 0) continue;
+      // The sync thread may have named it already, with a completion that never ran.
       const std::string from = spare_path(segment.spare_id);
-      if (::rename(from.c_str(), segment_path(id).c_str()) != 0) {
-        spdlog::error("message log: renaming {} to {}: {}", from, segment_path(id), errno_text());
+      const std::string to = segment_path(id);
+      if (::access(to.c_str(), F_OK) != 0 && ::rename(from.c_str(), to.c_str()) != 0) {
+        spdlog::error("message log: renaming {} to {}: {}", from, to, errno_text());
       }
       renamed = true;
     }
