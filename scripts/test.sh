@@ -39,4 +39,4 @@ cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_
 cmake --build build-tsan -j "$jobs" --target debra-server debra "${tsan_suites[@]}"
 export TSAN_OPTIONS=halt_on_error=0
 ctest --test-dir build-tsan --output-on-failure -j "$jobs" --timeout 600 \
-  -R '^(ThreadsIntegration|ClientIntegration|LimitsIntegration|LifecycleIntegration|LogStore|LogStoreOnASmallDisk)\.' 
+  -R '^(ThreadsIntegration|ClientIntegration|LimitsIntegration|LifecycleIntegration|LogStore|LogStoreOnASmallDisk|RollOverByARemoval)\.' 

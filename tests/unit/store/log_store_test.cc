@@ -1302,30 +1302,42 @@ TEST(LogStore, ARollOverOntoASpareMakesNoSyncOnTheOwnersThread) {
   expect_reopened_inbox(dir, 3, kept);
 }
 
+// A log of small segments with two spares and the sync thread, whose newest segment A holds one
+// message, m, that fills it to where not even a Remove record fits after it: m's acknowledgement
+// rolls over onto a spare, B, in a batch of Remove records alone, which completes at once while a
+// job of its own syncs and names B.
+class RollOverByARemoval : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!takes_direct_io(dir.path())) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
+    store = open_log(dir.path(), options);
+    store->sync_on_thread(posted.post());
+    ASSERT_NO_FATAL_FAILURE(make_two_spares(*store, posted));
+    const std::size_t fills = options.segment_bytes - log::kHeaderSize - log::kEndMarkSize - log::kPayloadOffset;
+    m = store->append(delivery(5, 4, 1), patterned(1, fills), false, 0).sequence;
+    commits = std::make_unique<AsyncCommits>(*store);
+    commits->start();
+    ASSERT_TRUE(commits->drain(posted));
+    a = dir.segments().back();
+  }
+  TempDir dir;
+  const LogOptions options = small_uncompacted_segments(64 * 1024);
+  Posted posted;  // before the store, which posts to it
+  std::unique_ptr<LogStore> store;
+  std::unique_ptr<AsyncCommits> commits;
+  std::uint64_t m = 0;
+  fs::path a;
+};
+
 // The newest named segment's header keeps the floor of sequences, so no segment is retired while
 // the one after it still has a spare's name: a crash then would find neither, and sequences would
-// start again below those handed out. Here segment A's only message is acknowledged, and its Remove
-// record rolls over into B. That batch completes at once (Remove records alone), and its reclaim
-// finds A empty while B is synced and named behind it, on the sync thread.
-TEST(LogStore, NoSegmentIsRetiredWhileANewerOneHasNoNameYet) {
-  TempDir dir;
-  if (!takes_direct_io(dir.path())) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
-  const LogOptions options = small_uncompacted_segments(64 * 1024);
-  // A message that fills a segment of its own to where not even a Remove record fits after it.
-  const std::size_t fills = options.segment_bytes - log::kHeaderSize - log::kEndMarkSize - log::kPayloadOffset;
-  Posted posted;
-  auto store = open_log(dir.path(), options);
-  store->sync_on_thread(posted.post());
-  ASSERT_NO_FATAL_FAILURE(make_two_spares(*store, posted));
-  AsyncCommits commits(*store);
-  const auto m = store->append(delivery(5, 4, 1), patterned(1, fills), false, 0).sequence;
-  commits.start();
-  ASSERT_TRUE(commits.drain(posted));
-  const auto a = dir.segments().back();
+// start again below those handed out. Here the reclaim after m's acknowledgement finds A empty
+// while B is being synced and named on the sync thread.
+TEST_F(RollOverByARemoval, NoSegmentIsRetiredWhileTheNewOneHasNoNameYet) {
   const std::size_t segments = store->segment_count();
   store->acknowledge(4, m);
-  commits.start();
-  EXPECT_EQ(commits.outstanding(), 0) << "Remove records alone complete at once";
+  commits->start();
+  EXPECT_EQ(commits->outstanding(), 0) << "Remove records alone complete at once";
   EXPECT_EQ(store->segment_count(), segments + 1);
   EXPECT_TRUE(fs::exists(a)) << "A was retired while B had no name";
   // Once B's sync and rename complete, A goes.
@@ -1333,39 +1345,25 @@ TEST(LogStore, NoSegmentIsRetiredWhileANewerOneHasNoNameYet) {
   EXPECT_TRUE(fs::exists(next_segment(a)));
 }
 
-// A segment taken from a spare and named by the sync thread, whose completion never ran because
-// the store closed first, is not renamed again when it closes (that failed, and logged an error).
-TEST(LogStore, ClosingAfterTheSyncThreadNamedASegmentRenamesNothingTwice) {
-  TempDir dir;
-  if (!takes_direct_io(dir.path())) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
-  const LogOptions options = small_uncompacted_segments(64 * 1024);
-  const std::size_t fills = options.segment_bytes - log::kHeaderSize - log::kEndMarkSize - log::kPayloadOffset;
+// B named by the sync thread, whose completion never ran because the store closed first, is not
+// renamed again when it closes (that failed, and logged an error).
+TEST_F(RollOverByARemoval, ClosingAfterTheSyncThreadNamedTheNewOneRenamesNothingTwice) {
   auto errors = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(16);
   errors->set_level(spdlog::level::err);
   spdlog::default_logger()->sinks().push_back(errors);
-  {
-    Posted posted;
-    auto store = open_log(dir.path(), options);
-    store->sync_on_thread(posted.post());
-    ASSERT_NO_FATAL_FAILURE(make_two_spares(*store, posted));
-    AsyncCommits commits(*store);
-    const auto m = store->append(delivery(5, 4, 1), patterned(1, fills), false, 0).sequence;
-    commits.start();
-    ASSERT_TRUE(commits.drain(posted));
-    const auto b = next_segment(dir.segments().back());
-    store->acknowledge(4, m);  // its Remove record rolls over into B, which a job of its own names
-    commits.start();
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!fs::exists(b) && std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    ASSERT_TRUE(fs::exists(b));
-  }  // B's completion never runs
+  const fs::path b = next_segment(a);
+  store->acknowledge(4, m);
+  commits->start();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!fs::exists(b) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_TRUE(fs::exists(b));
+  store.reset();  // B's completion never runs
   auto& sinks = spdlog::default_logger()->sinks();
   sinks.erase(std::find(sinks.begin(), sinks.end(), errors));
   EXPECT_TRUE(errors->last_formatted().empty()) << errors->last_formatted().front();
-  auto store = open_log(dir.path(), options);
-  EXPECT_TRUE(store->pending(4, 0, 10).empty());
+  EXPECT_TRUE(open_log(dir.path(), options)->pending(4, 0, 10).empty());
 }
 
 // With the sync thread, the directory's fsync after segments are retired is a job of its own,
