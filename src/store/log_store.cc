@@ -449,6 +449,11 @@ bool LogStore::roll_over_onto_spare(std::uint64_t id) {
   return true;
 }
 
+void LogStore::queue_rename(SyncJob& job, std::uint64_t id, Segment& segment) {
+  job.renames.push_back({id, spare_path(segment.spare_id), segment_path(id)});
+  segment.rename_queued = true;
+}
+
 void LogStore::make_spare_durable() {
   if (spares_.empty()) return;
   // The oldest retirements are the likeliest to be on disk already.
@@ -1121,10 +1126,7 @@ void LogStore::commit_async(CommitDone done) {
         job.written.emplace_back(id, segment.written);
         ++segment.syncing;
         // Its first write, with the header, is in this job or made before it.
-        if (segment.spare_id != 0 && !segment.rename_queued) {
-          job.renames.push_back({id, spare_path(segment.spare_id), segment_path(id)});
-          segment.rename_queued = true;
-        }
+        if (segment.spare_id != 0 && !segment.rename_queued) queue_rename(job, id, segment);
       }
       dirty_ = false;
       batch_appended_.clear();
@@ -1150,8 +1152,7 @@ void LogStore::commit_async(CommitDone done) {
       side.written.emplace_back(id, segment.written);
       ++segment.syncing;
       segment.unsynced = false;
-      side.renames.push_back({id, spare_path(segment.spare_id), segment_path(id)});
-      segment.rename_queued = true;
+      queue_rename(side, id, segment);
     }
   }
   // A job with nothing to sync completes at once if nothing is ahead of it (its writes, if any, go

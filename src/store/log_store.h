@@ -242,6 +242,8 @@ class LogStore final : public core::MessageStore {
   // thread (its header goes with its first write, its new name with its first sync). False: the
   // spare could not be prepared, and start_segment goes the synchronous way.
   bool roll_over_onto_spare(std::uint64_t id);
+  // Has job give segment id, taken from a spare, its name after its fdatasyncs.
+  void queue_rename(SyncJob& job, std::uint64_t id, Segment& segment);
   // Before a spare is written over, its retirement's rename must be on disk: a crash must not leave
   // its new life under its old segment's name.
   void make_spare_durable();
