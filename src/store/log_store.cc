@@ -1431,7 +1431,8 @@ std::optional<LogStore::CompactionPlan> LogStore::plan_compaction() {
     // of the throughput.)
     if (id + 1 >= active_) break;
     if (segment.live == 0 || segment.in_file < segment.written || segment.damaged) continue;
-    if (now_ms - segment.closed_at_ms < options_.compact_after_ms) continue;
+    // Found at start-up: closed long ago, even when the steady clock (time since boot) is young.
+    if (segment.closed_at_ms != 0 && now_ms - segment.closed_at_ms < options_.compact_after_ms) continue;
     if (segment.written < options_.segment_bytes / 2 || segment.live_bytes * 4 > segment.written) continue;
     // The copies stay within the active segment's size, and so within the disk space it has taken.
     if (end_offset() + segment.live_bytes + log::kEndMarkSize > options_.segment_bytes) return std::nullopt;
