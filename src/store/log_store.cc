@@ -1359,15 +1359,21 @@ void LogStore::reclaim() {
   reclaim_due_ = false;
   release_written();
   // The newest named segment's header holds the floor of sequences: while a newer one is still
-  // under a spare's name, a crash would find only the segments that are left.
+  // under a spare's name, a crash would find only the named segments, so that one stays.
+  std::uint64_t floor_holder = 0;
   if (!unnamed_.empty()) {
-    reclaim_due_ = true;
-    return;
+    for (const auto& [id, segment] : segments_) {
+      if (segment.spare_id == 0) floor_holder = id;
+    }
   }
   for (;;) {
     std::vector<std::uint64_t> doomed;
     for (const auto& [id, segment] : segments_) {
       if (id == active_ || segment.live != 0) continue;
+      if (segment.spare_id != 0 || id == floor_holder) {
+        reclaim_due_ = true;  // once it has its name, or a newer one has
+        continue;
+      }
       if (segment.syncing != 0 || segment.compacting || segment.in_file < segment.written ||
           segment.retire_after_job > finished_job_) {
         reclaim_due_ = true;  // try again after the next commit
