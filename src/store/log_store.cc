@@ -379,7 +379,7 @@ Result<void, Error> LogStore::start_segment() {
   if (auto closing = segments_.find(active_); closing != segments_.end()) closing->second.closed_at_ms = steady_clock_ms();
   const std::uint64_t id = next_segment_id_++;
   make_spare_durable();
-  if (direct_ && retires_on_thread() && roll_over_onto_spare(id)) return {};
+  if (direct_ && retires_on_thread() && roll_over_direct(id)) return {};
   Segment fresh;
   while (!spares_.empty()) {
     if (reuse_spare(id, fresh)) {
@@ -415,25 +415,32 @@ Result<void, Error> LogStore::start_segment() {
   return {};
 }
 
-bool LogStore::roll_over_onto_spare(std::uint64_t id) {
+bool LogStore::roll_over_direct(std::uint64_t id) {
   // At 16 KiB × 8 pairs the synchronous way (the header's fdatasync, the rename and the directory's
-  // fsync) stopped the loop for 1.0–2.6 ms a segment, six segments a second. Here the header goes
-  // with the segment's first write and the name with its first sync, both on the sync thread, and
-  // in that order: under the new name the file never holds the old life's header.
-  if (spares_.empty()) return false;
-  const Spare spare = spares_.back();
+  // fsync) stopped the loop for 1.0–2.6 ms a segment, six segments a second; a new file costs the
+  // same, once per segment a growing backlog fills. Here the header goes with the segment's first
+  // write and the name with its first sync, both on the sync thread, and in that order: under the
+  // segment's name the file never holds an old life's header, nor a missing one.
+  const bool reused = !spares_.empty();
+  // A new file starts as a spare of its own id: a crash before its first sync leaves a spare.
+  const Spare spare = reused ? spares_.back() : Spare{id, -1, 0};
   const std::string path = spare_path(spare.id);
-  const int direct_fd = ::open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
+  const int fd = reused ? spare.fd : ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  const int direct_fd = fd < 0 ? -1 : ::open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
   const auto space = static_cast<off_t>(align_up(options_.segment_bytes + removal_reserve()));
   if (direct_fd < 0 || ::fallocate(direct_fd, FALLOC_FL_KEEP_SIZE, 0, space) != 0) {
     if (direct_fd >= 0) ::close(direct_fd);
+    if (!reused && fd >= 0) {
+      ::close(fd);
+      ::unlink(path.c_str());
+    }
     return false;
   }
-  spares_.pop_back();
+  if (reused) spares_.pop_back();
   Segment& segment = segments_[id];
-  segment.fd = spare.fd;
+  segment.fd = fd;
   segment.direct_fd = direct_fd;
-  segment.salt = spare.salt + 1;
+  segment.salt = reused ? spare.salt + 1 : 0;
   segment.base_sequence = next_sequence_;
   segment.written = segment.submitted = segment.synced = log::kHeaderSize;
   segment.in_file = 0;  // the header is not in the file until the first write

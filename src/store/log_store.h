@@ -132,9 +132,9 @@ class LogStore final : public core::MessageStore {
     std::uint64_t base_sequence = 0;
     // Older segments holding records that a Remove in this one cancels: this one must outlive them.
     std::unordered_set<std::uint64_t> cancels_into;
-    // A spare taken on the owner's thread (roll_over_onto_spare): the file still has the spare's
-    // name (this id), and its header goes with the first write. The first sync job that syncs it
-    // renames it; until that completes, no segment is retired.
+    // A spare taken, or a file created, on the owner's thread (roll_over_direct): the file still
+    // has a spare's name (this id), and its header goes with the first write. The first sync job
+    // that syncs it renames it; until that completes, the newest named segment is not retired.
     std::uint64_t spare_id = 0;  // 0: named
     bool rename_queued = false;
   };
@@ -238,11 +238,12 @@ class LogStore final : public core::MessageStore {
     std::uint32_t salt = 0;
   };
   Result<void, Error> start_segment();
-  // With direct writes on the sync thread: a spare becomes segment id without a disk wait on this
-  // thread (its header goes with its first write, its new name with its first sync). False: the
-  // spare could not be prepared, and start_segment goes the synchronous way.
-  bool roll_over_onto_spare(std::uint64_t id);
-  // Has job give segment id, taken from a spare, its name after its fdatasyncs.
+  // With direct writes on the sync thread: a spare, or a new file under a spare's name, becomes
+  // segment id without a disk wait on this thread (its header goes with its first write, its name
+  // with its first sync). False: the file could not be prepared, and start_segment goes the
+  // synchronous way.
+  bool roll_over_direct(std::uint64_t id);
+  // Has job give segment id, taken from a spare or created as one, its name after its fdatasyncs.
   void queue_rename(SyncJob& job, std::uint64_t id, Segment& segment);
   // Before a spare is written over, its retirement's rename must be on disk: a crash must not leave
   // its new life under its old segment's name.
@@ -371,7 +372,8 @@ class LogStore final : public core::MessageStore {
   // sync job fsyncs the directory): a Remove cancelling their records is kept, and a spare among
   // them is not written over, until then.
   std::unordered_set<std::uint64_t> retired_unsynced_;
-  // Segments taken from spares whose new names are not on disk yet (Segment::spare_id).
+  // Segments whose files still have a spare's name: their own names are not on disk yet
+  // (Segment::spare_id).
   std::vector<std::uint64_t> unnamed_;
   // Records for the active segment, not written yet. With direct writes it starts with the bytes
   // the file holds from the block boundary below written, buffer_base_ of them, which its write
