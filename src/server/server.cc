@@ -491,6 +491,13 @@ std::string Server::metrics_page(const std::vector<WorkerFigures>& threads) {
                  "Acknowledgements and expiries a full disk or a failed commit kept out of the message log (their "
                  "messages would come back after a restart)",
                  store.removals_unwritten);
+    page.counter("debra_store_compactions_total",
+                 "Segments of the message log whose few held messages were copied forward so that the segment could "
+                 "go (0 with --store sqlite)",
+                 store.compactions);
+    page.counter("debra_store_compacted_bytes_total",
+                 "Bytes of records the message log wrote a second time when it copied held messages forward",
+                 store.compacted_bytes);
   }
   return page.take();
 }

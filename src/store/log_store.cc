@@ -1562,6 +1562,7 @@ void LogStore::apply_compaction(const CompactionPlan& plan, const CompactionRead
     segment.live_bytes -= size;
     active.live += 1;
     active.live_bytes += size;
+    stats_.compacted_bytes += size;
     copied = true;
     ++count;
   }
@@ -1573,6 +1574,7 @@ void LogStore::apply_compaction(const CompactionPlan& plan, const CompactionRead
                 segment_path(plan.segment), count, plan.held.size(), read.bytes_read);
   // The copies are in the next commit; the segment may go once that one is durable.
   if (copied) {
+    ++stats_.compactions;
     segment.retire_after_job = next_job_;
     dirty_ = true;
     reclaim_due_ = true;

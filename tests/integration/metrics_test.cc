@@ -59,6 +59,8 @@ TEST(MetricsIntegration, FollowTheRoutersState) {
   EXPECT_GT(busy.value("debra_store_commits_total"), 0);
   EXPECT_GT(busy.value("debra_store_syncs_total"), 0);
   EXPECT_GT(busy.value("debra_store_disk_bytes"), 0);
+  EXPECT_EQ(busy.value("debra_store_compactions_total"), 0);  // two messages fill no segment
+  EXPECT_EQ(busy.value("debra_store_compacted_bytes_total"), 0);
   // Histograms: how long commits and their syncs took, and each loop's iterations.
   EXPECT_NE(busy.text.find("# TYPE debra_store_commit_seconds histogram\n"), std::string::npos) << busy.text;
   EXPECT_GT(busy.value("debra_store_commit_seconds_count"), 0);

@@ -519,6 +519,10 @@ TEST(LogStore, AFewMessagesForAnOfflineRecipientDoNotPinTheirSegment) {
     kept = store->append(delivery(1, 99, 1), bytes("for the offline one"), true, 0).sequence;
     traffic_taken_at_once(*store, 2, 2000);
     EXPECT_LE(store->segment_count(), 3u);
+    // Each compaction copied that one message, and nothing else, forward.
+    const core::StoreStats stats = store->stats();
+    EXPECT_GT(stats.compactions, 1u);
+    EXPECT_EQ(stats.compacted_bytes, stats.compactions * log::append_record_size(19));
   }
   EXPECT_FALSE(fs::exists(dir.path() + "/log/00000000000000000001.seg")) << "the first segment was compacted away";
   EXPECT_LE(dir.segments().size(), 3u);
