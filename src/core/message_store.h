@@ -64,8 +64,9 @@ struct StoreStats {
   // Acknowledgements and expiries a full disk or a failed commit kept out of the message log: their
   // messages are gone from the store but would come back after a restart.
   std::uint64_t removals_unwritten = 0;
-  // Compaction (the message log's): segments whose held messages were copied forward, and the bytes
-  // of records so written a second time; a store that compacts inside its engine (SQLite) reports 0.
+  // Compaction (the message log's): rounds that copied held messages of a mostly emptied segment
+  // forward (a step of at most a MiB each, so a segment may take several), and the bytes of records
+  // so written a second time; a store that compacts inside its engine (SQLite) reports 0.
   std::uint64_t compactions = 0;
   std::uint64_t compacted_bytes = 0;
   std::uint64_t held_messages = 0;

@@ -492,8 +492,8 @@ std::string Server::metrics_page(const std::vector<WorkerFigures>& threads) {
                  "messages would come back after a restart)",
                  store.removals_unwritten);
     page.counter("debra_store_compactions_total",
-                 "Segments of the message log whose few held messages were copied forward so that the segment could "
-                 "go (0 with --store sqlite)",
+                 "Rounds in which the message log copied held messages of a mostly emptied segment forward, so "
+                 "that the segment could go: a MiB at most each (0 with --store sqlite)",
                  store.compactions);
     page.counter("debra_store_compacted_bytes_total",
                  "Bytes of records the message log wrote a second time when it copied held messages forward",

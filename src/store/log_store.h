@@ -41,6 +41,9 @@ struct LogOptions {
   // long: until then what it holds is mostly on its way to recipients that are online, and about to
   // be acknowledged (docs/architecture.md, "The message log").
   std::int64_t compact_after_ms = 2000;
+  // Compaction copies at most this many bytes of held records per commit (at least one record): the
+  // copies go into a commit whose write and fdatasync every message in it waits for.
+  std::size_t compaction_step_bytes = 1024 * 1024;
 };
 
 // LogRecovery: what open() found on disk, for the start-up log line and the tests.

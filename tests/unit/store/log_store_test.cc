@@ -535,6 +535,29 @@ TEST(LogStore, AFewMessagesForAnOfflineRecipientDoNotPinTheirSegment) {
   EXPECT_EQ(store->stats().held_messages, 1u);
 }
 
+// Compaction copies a step of held records per commit (compaction_step_bytes, at least one record),
+// not a segment's at once: the copies go into one commit, whose write every message in it waits for.
+TEST(LogStore, CompactionCopiesAStepPerCommit) {
+  TempDir dir;
+  LogOptions options = small_segments(64 * 1024);
+  options.compaction_step_bytes = 4096;  // one record of the offline recipient's (2,000 bytes and more) a step
+  std::vector<std::string> offline;
+  {
+    auto store = open_log(dir.path(), options);
+    for (int k = 0; k < 6; ++k) {
+      offline.push_back(std::string(2000, static_cast<char>('a' + k)));
+      store->append(delivery(1, 99, k + 1), bytes(offline.back()), false, 0);
+    }
+    traffic_taken_at_once(*store, 100, 1500);
+    const core::StoreStats stats = store->stats();
+    EXPECT_GE(stats.compactions, offline.size());
+    EXPECT_LE(stats.compacted_bytes, stats.compactions * options.compaction_step_bytes);
+    EXPECT_GT(stats.compacted_bytes, 0u);
+  }
+  EXPECT_FALSE(fs::exists(dir.path() + "/log/00000000000000000001.seg")) << "the first segment was compacted away";
+  expect_reopened_inbox(dir, 99, offline);
+}
+
 // Compaction finds a segment's held records by sequence: those appended there from the segment's
 // base sequence on, and copies of earlier ones in the inboxes that hold copies. A copy is copied
 // again and again as traffic goes on, so no segment stays behind for it, and copies made before a
