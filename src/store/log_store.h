@@ -343,8 +343,17 @@ class LogStore final : public core::MessageStore {
     std::string read_error;  // a read failed: what, and where
     std::uint64_t bytes_read = 0;
   };
+  // What is left to copy of the segment being compacted, from held[next] on.
+  struct CompactionRest {
+    CompactionPlan plan;
+    std::size_t next = 0;
+  };
   void compact();
+  // The next step of compaction: at most LogOptions::compaction_step_bytes of one segment's held
+  // records (at least one), or none if nothing is to be compacted or the step does not fit.
   std::optional<CompactionPlan> plan_compaction();
+  // Every held record of the next segment worth compacting, by offset.
+  std::optional<CompactionPlan> plan_segment();
   static CompactionRead read_held(const CompactionPlan& plan);
   void apply_compaction(const CompactionPlan& plan, const CompactionRead& read);
   void finish_compaction(const CompactionPlan& plan, const CompactionRead& read);
@@ -426,6 +435,7 @@ class LogStore final : public core::MessageStore {
   // loop would otherwise stall for (docs/architecture.md, "The message log").
   std::thread compact_reader_;
   bool compaction_running_ = false;
+  std::optional<CompactionRest> compaction_rest_;
   bool closing_ = false;  // the destructor runs: no compaction starts
   // Posted completions check it, so one that runs after the store is gone does nothing.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);

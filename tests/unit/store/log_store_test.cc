@@ -537,6 +537,7 @@ TEST(LogStore, AFewMessagesForAnOfflineRecipientDoNotPinTheirSegment) {
 
 // Compaction copies a step of held records per commit (compaction_step_bytes, at least one record),
 // not a segment's at once: the copies go into one commit, whose write every message in it waits for.
+// The steps are taken off one plan of the segment.
 TEST(LogStore, CompactionCopiesAStepPerCommit) {
   TempDir dir;
   LogOptions options = small_segments(64 * 1024);
@@ -548,11 +549,25 @@ TEST(LogStore, CompactionCopiesAStepPerCommit) {
       offline.push_back(std::string(2000, static_cast<char>('a' + k)));
       store->append(delivery(1, 99, k + 1), bytes(offline.back()), false, 0);
     }
+    // Each segment is planned once, and its steps taken off the plan: a plan walks the index.
+    auto lines = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(10000);
+    auto& logger = *spdlog::default_logger();
+    const spdlog::level::level_enum level = logger.level();
+    logger.sinks().push_back(lines);
+    logger.set_level(spdlog::level::debug);
     traffic_taken_at_once(*store, 100, 1500);
+    logger.set_level(level);
+    logger.sinks().erase(std::find(logger.sinks().begin(), logger.sinks().end(), lines));
+    const auto logged = lines->last_formatted();
+    const auto plans = std::count_if(logged.begin(), logged.end(), [](const std::string& line) {
+      return line.find("planning the compaction of") != std::string::npos;
+    });
     const core::StoreStats stats = store->stats();
     EXPECT_GE(stats.compactions, offline.size());
     EXPECT_LE(stats.compacted_bytes, stats.compactions * options.compaction_step_bytes);
     EXPECT_GT(stats.compacted_bytes, 0u);
+    EXPECT_GT(plans, 0);
+    EXPECT_LT(static_cast<std::uint64_t>(plans), stats.compactions);
   }
   EXPECT_FALSE(fs::exists(dir.path() + "/log/00000000000000000001.seg")) << "the first segment was compacted away";
   expect_reopened_inbox(dir, 99, offline);
