@@ -27,6 +27,7 @@ std::string summarize(const debra::server::ServerConfig& c) {
     << c.token_secret_file << ' ' << c.shutdown_timeout_ms << ' ' << static_cast<int>(c.store_kind) << ' '
     << static_cast<int>(c.sync)
     << ' ' << c.store.max_messages_per_recipient << ' ' << c.store.max_bytes_per_recipient << ' ' << c.store.ttl_ms
+    << ' ' << c.log.segment_bytes
     << ' ' << c.session.max_frame_size << ' ' << c.session.delivery_lanes << ' ' << c.session.require_token << ' '
     << c.session.allow_legacy << ' ' << c.router.max_queued_bytes << ' ' << c.quic.retry_threshold << ' '
     << c.quic.max_connections << ' ' << c.quic.max_connections_per_address << ' ' << c.quic.transport.idle_timeout

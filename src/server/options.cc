@@ -111,6 +111,12 @@ ServerOptions::ServerOptions(CLI::App& app) : ttl_s_(static_cast<double>(config_
                  "iteration; off: no fsync (survives a router crash, not a machine crash)")
       ->capture_default_str()
       ->check(CLI::IsMember({"always", "batch", "off"}));
+  app.add_option("--log-segment-bytes", config_.log.segment_bytes,
+                 "--store log: bytes of records a segment file of the message log takes before the next one "
+                 "starts; each takes its disk space when it starts, and a file goes only once no message in it "
+                 "is held")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{64 * 1024}, std::size_t{1024 * 1024 * 1024}));
   app.add_option("--inbox-max-messages", config_.store.max_messages_per_recipient,
                  "Messages held for one recipient at most; more get QuotaExceeded")
       ->capture_default_str();

@@ -80,7 +80,7 @@ Result<OpenedStore, Error> open_store(const ServerConfig& config) {
                           "delivered, or move the file away");
       }
     }
-    auto log = store::LogStore::open(config.data_dir, config.sync, config.store);
+    auto log = store::LogStore::open(config.data_dir, config.sync, config.store, config.log);
     if (!log) return Unexpected{log.error()};
     const store::LogRecovery& recovered = (*log)->recovery();
     where = (*log)->directory() + " (" + std::to_string(recovered.segments) + " segments, " +

@@ -17,6 +17,7 @@
 #include "server/session_bridge.h"
 #include "server/shared_core.h"
 #include "server/worker.h"
+#include "store/log_options.h"
 #include "store/sync_mode.h"
 
 namespace debra::metrics {
@@ -60,6 +61,7 @@ struct ServerConfig {
   StoreKind store_kind = StoreKind::Log;
   store::SyncMode sync = store::SyncMode::Batch;
   core::StoreLimits store;
+  store::LogOptions log;  // --store log's files (--log-segment-bytes)
   SessionConfig session;
   // rate_limits: what each sending id may send per second (docs/security.md, "Rate limits").
   core::RateLimits rate_limits;

@@ -79,6 +79,20 @@ TEST(ServerOptions, ThreadsDefaultToOnePerCpuAndAreBounded) {
   EXPECT_NE(too_many.parse_error.find("--threads"), std::string::npos) << too_many.parse_error;
 }
 
+TEST(ServerOptions, LogSegmentBytesDefaultTo64MiBAndAreBounded) {
+  auto by_default = parse({});
+  ASSERT_TRUE(by_default.config) << by_default.parse_error;
+  EXPECT_EQ(by_default.config->log.segment_bytes, 64u * 1024 * 1024);
+  auto small = parse({"--log-segment-bytes", "65536"});
+  ASSERT_TRUE(small.config) << small.parse_error;
+  EXPECT_EQ(small.config->log.segment_bytes, 65536u);
+  for (const char* refused : {"65535", "1073741825", "-1"}) {
+    auto out_of_range = parse({"--log-segment-bytes", refused});
+    EXPECT_FALSE(out_of_range.config) << refused;
+    EXPECT_NE(out_of_range.parse_error.find("--log-segment-bytes"), std::string::npos) << out_of_range.parse_error;
+  }
+}
+
 TEST(ServerOptions, ProtocolFeaturesDefaultToAllAndCanBeTurnedOff) {
   const auto acks = static_cast<std::uint64_t>(wire::Feature::BatchedAcks);
   const auto replies = static_cast<std::uint64_t>(wire::Feature::BatchedReplies);

@@ -511,6 +511,38 @@ TEST(LogStore, ARemovalIsNeverForgottenBeforeTheMessageItRemoves) {
   EXPECT_EQ(store->pending(7, 0, 1000).size(), 5u);
 }
 
+// --log-segment-bytes may change across a restart: the newest segment goes on taking records up to
+// the new size, or, already past it, the next record starts a new one.
+TEST(LogStore, ASegmentSizeChangedAcrossARestartAppliesToTheNewestSegment) {
+  TempDir dir;
+  const std::vector<std::uint8_t> payload(1000, 'p');
+  std::vector<std::string> held;
+  const auto append_committed = [&](LogStore& store, std::size_t count) {
+    for (std::size_t k = 0; k < count; ++k) {
+      store.append(delivery(1, 2, held.size() + 1), payload, false, 0);
+      held.push_back(std::string(payload.begin(), payload.end()));
+    }
+    ASSERT_TRUE(store.commit());
+  };
+  {
+    auto store = open_log(dir.path(), small_segments(64 * 1024));
+    ASSERT_NO_FATAL_FAILURE(append_committed(*store, 40));  // about 42 KB, in the first segment
+    EXPECT_EQ(store->segment_count(), 1u);
+  }
+  {
+    auto store = open_log(dir.path(), small_segments(256 * 1024));
+    ASSERT_NO_FATAL_FAILURE(append_committed(*store, 100));  // about 147 KB in all: still room
+    EXPECT_EQ(store->segment_count(), 1u);
+  }
+  {
+    auto store = open_log(dir.path(), small_segments(64 * 1024));
+    ASSERT_NO_FATAL_FAILURE(append_committed(*store, 1));
+    EXPECT_EQ(store->segment_count(), 2u) << "the newest segment is past the new size";
+    EXPECT_LE(fs::file_size(dir.segments().back()), 64u * 1024);
+  }
+  expect_reopened_inbox(dir, 2, held);
+}
+
 TEST(LogStore, AFewMessagesForAnOfflineRecipientDoNotPinTheirSegment) {
   TempDir dir;
   std::uint64_t kept = 0;
