@@ -12,6 +12,7 @@
 #include <random>
 #include <set>
 
+#include "metrics_scrape.h"
 #include "test_support.h"
 
 namespace debra::testing {
@@ -129,6 +130,45 @@ TEST_P(Durability, NothingAcknowledgedIsLostWhenTheRouterIsKilled) {
 // segment files").
 TEST(LogDurability, NothingAcknowledgedIsLostWhenTheRouterIsKilledAcrossSegments) {
   expect_nothing_acknowledged_lost_when_killed(with_args({"--store", "log", "--log-segment-bytes", "65536"}));
+}
+
+// Compaction in the router, end to end: with segments of 64 KiB, messages held for an offline
+// recipient are copied forward (on the compaction thread, through the loop) while traffic fills and
+// empties the segments around them, and reach the recipient intact, in order, after a restart.
+TEST(LogDurability, MessagesForAnOfflineRecipientSurviveCompaction) {
+  ServerProcess server;
+  const ServerOptions flags =
+      with_args({"--store", "log", "--log-segment-bytes", "65536", "--metrics-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(server.start(flags));
+  auto a = connect_client(server, 1);
+  auto c = connect_client(server, 3);
+  ASSERT_TRUE(a && c);
+  std::vector<std::string> for_b;
+  for (int k = 0; k < 5; ++k) {
+    for_b.push_back("for b " + std::to_string(k) + std::string(300, static_cast<char>('a' + k)));
+    ASSERT_EQ(await(a->send(2, for_b.back())).status, SendStatus::Accepted);
+  }
+  // Traffic that C takes at once, until compaction has run (a segment must have been closed 2 s).
+  const std::string filler(1000, 'f');
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  double compactions = 0;
+  while (compactions < 3 && std::chrono::steady_clock::now() < deadline) {
+    for (int k = 0; k < 50; ++k) ASSERT_EQ(await(a->send(3, filler)).status, SendStatus::Accepted);
+    ASSERT_EQ(drain(*c, std::chrono::milliseconds(5000), 50).size(), 50u);  // returns once 50 arrived
+    auto page = scrape_metrics(server);
+    ASSERT_TRUE(page) << page.error().message;
+    compactions = page->value("debra_store_compactions_total");
+  }
+  ASSERT_GE(compactions, 3) << "compaction did not run";
+  a.reset();
+  c.reset();
+  server.stop();
+  ASSERT_TRUE(server.start(flags));
+  auto b = connect_client(server, 2);
+  ASSERT_NE(b, nullptr);
+  std::vector<std::string> got;
+  for (const Message& m : drain(*b, std::chrono::milliseconds(1000))) got.emplace_back(m.text());
+  EXPECT_EQ(got, for_b);
 }
 
 TEST_P(Durability, UnacknowledgedMessagesAreRedeliveredAfterAReconnect) {
