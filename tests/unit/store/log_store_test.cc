@@ -1533,6 +1533,60 @@ TEST_F(RollOverByARemoval, ClosingAfterTheSyncThreadNamedTheNewOneRenamesNothing
   EXPECT_TRUE(open_log(dir.path(), options)->pending(4, 0, 10).empty());
 }
 
+// A segment whose Remove records cancel those of a retired one stays until that retirement (the
+// rename and the directory's fsync, a job of the sync thread's) is on disk: otherwise a crash could
+// find the retired segment's records under its old name, and no Remove for them. Here S1 is retired
+// and its directory job's completion held back while S2, whose Removes cancel S1's records, empties.
+TEST(LogStore, ARemovalStaysUntilTheRetirementOfWhatItCancelsIsOnDisk) {
+  TempDir dir;
+  if (!takes_direct_io(dir.path())) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
+  Posted posted;
+  auto store = open_log(dir.path(), small_uncompacted_segments(64 * 1024));
+  store->sync_on_thread(posted.post());
+  AsyncCommits commits(*store);
+  std::uint64_t message_id = 0;
+  // Appends for recipient until a message starts the next segment: the sequences of those before it,
+  // and that one's.
+  const auto fill = [&](core::ClientId recipient, std::vector<std::uint64_t>& before) {
+    const std::size_t segments = store->segment_count();
+    for (;;) {
+      ++message_id;
+      const std::uint64_t sequence =
+          store->append(delivery(1, recipient, message_id), patterned(message_id, 2000), false, 0).sequence;
+      if (store->segment_count() != segments) return sequence;
+      before.push_back(sequence);
+    }
+  };
+  std::vector<std::uint64_t> in_s1;  // recipient 2's
+  std::vector<std::uint64_t> in_s2;  // recipient 3's, but for the first
+  in_s2.push_back(fill(2, in_s1));   // that one is recipient 2's, and starts S2
+  commits.start();
+  ASSERT_TRUE(commits.drain(posted));
+  for (std::size_t k = 1; k < in_s1.size(); ++k) store->acknowledge(2, in_s1[k]);  // Removes in S2
+  const std::uint64_t in_s3 = fill(3, in_s2);
+  commits.start();
+  ASSERT_TRUE(commits.drain(posted));
+  const auto segments = dir.segments();
+  ASSERT_EQ(segments.size(), 3u);
+  const fs::path s1 = segments[0], s2 = segments[1];
+  store->acknowledge(2, in_s1[0]);  // S1 empties: retired, its directory job's completion held back
+  commits.start();
+  ASSERT_EQ(commits.outstanding(), 0) << "Remove records alone complete at once";
+  EXPECT_FALSE(fs::exists(s1));
+  store->acknowledge(2, in_s2[0]);
+  for (std::size_t k = 1; k < in_s2.size(); ++k) store->acknowledge(3, in_s2[k]);
+  commits.start();  // S2 empties too
+  ASSERT_EQ(commits.outstanding(), 0);
+  EXPECT_TRUE(fs::exists(s2)) << "S2 went while S1's retirement was not known to be on disk";
+  ASSERT_TRUE(posted.run_until([&] { return !fs::exists(s2); }));
+  store.reset();
+  auto reopened = open_log(dir.path(), small_uncompacted_segments(64 * 1024));
+  EXPECT_TRUE(reopened->pending(2, 0, 1000).empty());
+  const auto held = reopened->pending(3, 0, 1000);
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(held[0].sequence, in_s3);
+}
+
 // With the sync thread, the directory's fsync after segments are retired is a job of its own,
 // which no commit waits for, and so are the sync and the name of a segment taken from a spare that
 // Remove records alone filled. So a backlog that is taken with no new messages arriving frees its
