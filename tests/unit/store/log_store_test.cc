@@ -1387,7 +1387,7 @@ TEST(LogStore, ARollOverOntoASpareMakesNoSyncOnTheOwnersThread) {
 
 // With no spare (the first segments after a start, or a backlog that grows) a new file is made the
 // same way: created under a spare's name, written and named by the sync thread. Synchronously it
-// stopped the loop for 0.9–2 ms a segment (header fdatasync, directory fsync, a direct write).
+// stopped the loop for 0.7–2.7 ms a segment (header fdatasync, directory fsync, a direct write).
 TEST(LogStore, ANewSegmentFileIsMadeWithNoSyncOnTheOwnersThread) {
   TempDir dir;
   if (!takes_direct_io(dir.path())) GTEST_SKIP() << dir.path() << " does not take O_DIRECT";
