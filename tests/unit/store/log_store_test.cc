@@ -1334,6 +1334,24 @@ void make_two_spares(LogStore& store, Posted& posted) {
   ASSERT_EQ(store.spare_count(), 2u);
 }
 
+// Appends 2,000-byte messages for recipient 3, never acknowledged, until one starts the next
+// segment; kept collects their payloads.
+void fill_the_active_segment(LogStore& store, std::vector<std::string>& kept) {
+  const std::size_t segments = store.segment_count();
+  for (std::uint64_t i = kept.size() + 1; store.segment_count() == segments; ++i) {
+    ASSERT_LT(i, 200u);
+    kept.push_back(std::string(2000, static_cast<char>('a' + i % 26)));
+    store.append(delivery(5, 3, i), bytes(kept.back()), false, 0);
+  }
+}
+
+// Recipient 3 holds kept, in order, read from the batch or the files.
+void expect_held_for_3(LogStore& store, const std::vector<std::string>& kept) {
+  const auto held = store.pending(3, 0, 1000);
+  ASSERT_EQ(held.size(), kept.size());
+  for (std::size_t k = 0; k < held.size(); ++k) EXPECT_TRUE(text(held[k].payload) == kept[k]) << "message " << k;
+}
+
 // Rolling over onto a spare waits for no disk on the owner's thread: the new segment's header goes
 // with its first write and its name with its first sync, both on the sync thread (the synchronous
 // way stopped the loop for 1.0–2.6 ms a segment at 16 KiB × 8 pairs). Until then the file keeps the
@@ -1348,21 +1366,14 @@ TEST(LogStore, ARollOverOntoASpareMakesNoSyncOnTheOwnersThread) {
     auto store = open_log(dir.path(), small_segments(64 * 1024));
     store->sync_on_thread(posted.post());
     ASSERT_NO_FATAL_FAILURE(make_two_spares(*store, posted));
-    const std::size_t segments = store->segment_count();
     const std::size_t named = dir.segments().size();
     const std::uint64_t syncs = store->stats().syncs;
-    for (std::uint64_t i = 1; store->segment_count() == segments; ++i) {
-      ASSERT_LT(i, 100u);
-      kept.push_back(std::string(2000, static_cast<char>('a' + i % 26)));
-      store->append(delivery(5, 3, i), bytes(kept.back()), false, 0);
-    }
+    ASSERT_NO_FATAL_FAILURE(fill_the_active_segment(*store, kept));
     EXPECT_EQ(store->spare_count(), 1u);
     EXPECT_TRUE(store->writes_direct());
     EXPECT_EQ(store->stats().syncs, syncs);
     EXPECT_EQ(dir.segments().size(), named);
-    const auto held = store->pending(3, 0, 1000);
-    ASSERT_EQ(held.size(), kept.size());
-    for (std::size_t k = 0; k < held.size(); ++k) EXPECT_TRUE(text(held[k].payload) == kept[k]) << "message " << k;
+    ASSERT_NO_FATAL_FAILURE(expect_held_for_3(*store, kept));
     AsyncCommits commits(*store);
     commits.start();
     ASSERT_TRUE(commits.drain(posted));
@@ -1372,12 +1383,7 @@ TEST(LogStore, ARollOverOntoASpareMakesNoSyncOnTheOwnersThread) {
     // Another roll-over, with no write of the new segment made when the store closes: closing
     // writes its header and records and gives it its name.
     ASSERT_GT(store->spare_count(), 0u);
-    const std::size_t again = store->segment_count();
-    for (std::uint64_t i = kept.size() + 1; store->segment_count() == again; ++i) {
-      ASSERT_LT(i, 200u);
-      kept.push_back(std::string(2000, static_cast<char>('A' + i % 26)));
-      store->append(delivery(5, 3, i), bytes(kept.back()), false, 0);
-    }
+    ASSERT_NO_FATAL_FAILURE(fill_the_active_segment(*store, kept));
     EXPECT_EQ(dir.segments().size(), named + 1);
     named_at_close = dir.segments().size();
   }
@@ -1397,24 +1403,14 @@ TEST(LogStore, ANewSegmentFileIsMadeWithNoSyncOnTheOwnersThread) {
     auto store = open_log(dir.path(), small_segments(64 * 1024));
     store->sync_on_thread(posted.post());
     ASSERT_EQ(store->spare_count(), 0u);
-    const auto fill_the_active_segment = [&] {
-      const std::size_t segments = store->segment_count();
-      for (std::uint64_t i = kept.size() + 1; store->segment_count() == segments; ++i) {
-        ASSERT_LT(i, 200u);
-        kept.push_back(std::string(2000, static_cast<char>('a' + i % 26)));
-        store->append(delivery(5, 3, i), bytes(kept.back()), false, 0);
-      }
-    };
     const std::uint64_t syncs = store->stats().syncs;
-    ASSERT_NO_FATAL_FAILURE(fill_the_active_segment());
+    ASSERT_NO_FATAL_FAILURE(fill_the_active_segment(*store, kept));
     EXPECT_TRUE(store->writes_direct());
     EXPECT_EQ(store->stats().syncs, syncs);
     EXPECT_EQ(dir.segments().size(), 1u);
     EXPECT_EQ(dir.spares().size(), 1u) << "the new file has a spare's name until its first sync";
     EXPECT_EQ(store->spare_count(), 0u) << "and is not one";
-    const auto held = store->pending(3, 0, 1000);
-    ASSERT_EQ(held.size(), kept.size());
-    for (std::size_t k = 0; k < held.size(); ++k) EXPECT_TRUE(text(held[k].payload) == kept[k]) << "message " << k;
+    ASSERT_NO_FATAL_FAILURE(expect_held_for_3(*store, kept));
     AsyncCommits commits(*store);
     commits.start();
     ASSERT_TRUE(commits.drain(posted));
@@ -1422,7 +1418,7 @@ TEST(LogStore, ANewSegmentFileIsMadeWithNoSyncOnTheOwnersThread) {
     EXPECT_EQ(dir.segments().size(), 2u);
     EXPECT_TRUE(dir.spares().empty());
     // Another, with no write of it made when the store closes: closing writes and names it.
-    ASSERT_NO_FATAL_FAILURE(fill_the_active_segment());
+    ASSERT_NO_FATAL_FAILURE(fill_the_active_segment(*store, kept));
     EXPECT_EQ(dir.segments().size(), 2u);
   }
   EXPECT_EQ(dir.segments().size(), 3u);
