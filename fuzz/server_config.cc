@@ -31,7 +31,7 @@ std::string summarize(const debra::server::ServerConfig& c) {
     << ' ' << c.session.max_frame_size << ' ' << c.session.delivery_lanes << ' ' << c.session.require_token << ' '
     << c.session.allow_legacy << ' ' << c.router.max_queued_bytes << ' ' << c.quic.retry_threshold << ' '
     << c.quic.max_connections << ' ' << c.quic.max_connections_per_address << ' ' << c.quic.transport.idle_timeout
-    << ' ' << c.quic.transport.handshake_timeout << ' ' << c.session.require_certificate << ' ' << c.client_ca_file
+    << ' ' << c.quic.transport.handshake_timeout << ' ' << c.quic.transport.max_udp_payload << ' ' << c.session.require_certificate << ' ' << c.client_ca_file
     << ' ' << c.policy_file << ' ' << c.rate_limits.messages_per_second << ' ' << c.rate_limits.message_burst << ' '
     << c.rate_limits.bytes_per_second << ' ' << c.rate_limits.byte_burst << ' '
     << (c.metrics_listen ? c.metrics_listen->to_string() : std::string("-")) << ' ' << c.threads;

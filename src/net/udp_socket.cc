@@ -108,6 +108,19 @@ Result<UdpSocket, Error> UdpSocket::bind(const Address& address, Sharing sharing
   return sock;
 }
 
+std::optional<std::size_t> route_mtu(const Address& remote) {
+  int fd = socket(remote.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::nullopt;
+  int mtu = 0;
+  socklen_t length = sizeof mtu;
+  const bool v4 = remote.family() == AF_INET;
+  const bool ok = ::connect(fd, remote.sockaddr_ptr(), remote.length) == 0 &&
+                  getsockopt(fd, v4 ? IPPROTO_IP : IPPROTO_IPV6, v4 ? IP_MTU : IPV6_MTU, &mtu, &length) == 0 && mtu > 0;
+  close(fd);
+  if (!ok) return std::nullopt;
+  return static_cast<std::size_t>(mtu);
+}
+
 Result<UdpSocket, Error> UdpSocket::connect(const Address& remote) {
   int fd = socket(remote.family(), SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return make_error(errno_text("socket"));

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -77,5 +78,10 @@ class UdpSocket {
   Address local_;
   SocketStats stats_;
 };
+
+// The MTU of the route to remote as the kernel knows it (IP_MTU of a socket connected to remote): the
+// outgoing interface's, or less where a route or an ICMP message said so. Nothing when there is no
+// route. It says what the first hop carries, not every hop after it.
+std::optional<std::size_t> route_mtu(const Address& remote);
 
 }  // namespace debra::net

@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <optional>
 
+#include "net/udp_socket.h"
 #include "util/log.h"
 
 namespace debra::quic {
@@ -21,6 +23,12 @@ constexpr std::size_t kMinPacket = 1200;
 // Probe timeouts in a row, without an acknowledgement, after which packets larger than kMinPacket
 // are taken to be what the path drops.
 constexpr std::size_t kBlackHoleProbeTimeouts = 3;
+// What an IP and a UDP header take of a route's MTU.
+constexpr std::size_t kIpv4UdpHeaders = 20 + 8;
+constexpr std::size_t kIpv6UdpHeaders = 40 + 8;
+// The most UDP payload one send may carry, a GSO batch included (IPv4's 16-bit total length, less
+// its headers; IPv6 allows 20 bytes more).
+constexpr std::size_t kMaxSendBytes = 65'535 - kIpv4UdpHeaders;
 
 ngtcp2_addr to_ngtcp2(const net::Address& address) {
   return {const_cast<ngtcp2_sockaddr*>(reinterpret_cast<const ngtcp2_sockaddr*>(&address.storage)), address.length};
@@ -116,6 +124,10 @@ struct Callbacks {
   }
 
   static int handshake_completed(ngtcp2_conn*, void* user_data) { return self(user_data)->on_handshake_completed(); }
+  static int handshake_confirmed(ngtcp2_conn*, void* user_data) {
+    self(user_data)->handshake_confirmed_ = true;
+    return 0;
+  }
 
   static int recv_crypto_data(ngtcp2_conn*, ngtcp2_crypto_level level, std::uint64_t offset, const std::uint8_t* data,
                               std::size_t length, void* user_data) {
@@ -153,13 +165,26 @@ struct Callbacks {
     cb.stream_close = stream_close;
     cb.extend_max_stream_data = extend_max_stream_data;
     cb.handshake_completed = handshake_completed;
+    cb.handshake_confirmed = handshake_confirmed;
     return cb;
   }
 };
 
 namespace {
 
-void fill_settings(ngtcp2_settings& settings, const TransportSettings& config, Timestamp now) {
+// The payload size a datagram to remote may have by its route, when that is more than discovery can
+// find and config allows it; 0 otherwise.
+std::size_t payload_by_route(const TransportSettings& config, const net::Address& remote) {
+  if (config.max_udp_payload <= NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE) return 0;
+  const std::optional<std::size_t> mtu = net::route_mtu(remote);
+  const std::size_t headers = remote.family() == AF_INET ? kIpv4UdpHeaders : kIpv6UdpHeaders;
+  if (!mtu || *mtu <= headers) return 0;
+  const std::size_t payload = std::min({*mtu - headers, config.max_udp_payload, kMaxSendBytes});
+  return payload > NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE ? payload : 0;
+}
+
+void fill_settings(ngtcp2_settings& settings, const TransportSettings& config, std::size_t route_payload,
+                   Timestamp now) {
   ngtcp2_settings_default(&settings);
   settings.initial_ts = now;
   settings.initial_rtt = config.initial_rtt;
@@ -167,6 +192,17 @@ void fill_settings(ngtcp2_settings& settings, const TransportSettings& config, T
   settings.max_stream_window = config.max_stream_window;
   settings.handshake_timeout = config.handshake_timeout;
   settings.cc_algo = NGTCP2_CC_ALGO_CUBIC;
+  if (route_payload != 0) {
+    // Every packet is then as large as the buffer write_streams offers, up to the route's size and
+    // the peer's max_udp_payload_size, with no probing: the route already said what it carries.
+    settings.max_tx_udp_payload_size = route_payload;
+    settings.no_tx_udp_payload_size_shaping = 1;
+    settings.no_pmtud = 1;
+  } else {
+    settings.max_tx_udp_payload_size =
+        std::clamp(config.max_udp_payload, kMinPacket, std::size_t{NGTCP2_MAX_PMTUD_UDP_PAYLOAD_SIZE});
+    if (settings.max_tx_udp_payload_size == kMinPacket) settings.no_pmtud = 1;
+  }
 }
 
 void fill_params(ngtcp2_transport_params& params, const TransportSettings& config) {
@@ -203,8 +239,9 @@ std::unique_ptr<Connection> Connection::create_server(Transport& transport, cons
                                                       bool address_validated, Timestamp now) {
   std::unique_ptr<Connection> c(new Connection(transport, config, local, remote));
   c->session_ = session;
+  c->route_payload_ = payload_by_route(config, remote);
   ngtcp2_settings settings;
-  fill_settings(settings, config, now);
+  fill_settings(settings, config, c->route_payload_, now);
   if (address_validated) settings.token = header.token;
   ngtcp2_transport_params params;
   fill_params(params, config);
@@ -238,8 +275,9 @@ std::unique_ptr<Connection> Connection::create_client(Transport& transport, cons
   dcid.datalen = scid.datalen = kCidLength;
   random_bytes(dcid.data, kCidLength);
   random_bytes(scid.data, kCidLength);
+  c->route_payload_ = payload_by_route(config, remote);
   ngtcp2_settings settings;
-  fill_settings(settings, config, now);
+  fill_settings(settings, config, c->route_payload_, now);
   ngtcp2_transport_params params;
   fill_params(params, config);
   ngtcp2_path path{to_ngtcp2(c->local_), to_ngtcp2(c->remote_), nullptr};
@@ -359,6 +397,9 @@ int Connection::on_stream_closed(StreamId id, std::uint64_t app_error_code) {
 
 int Connection::on_handshake_completed() {
   handshake_completed_ = true;
+  // A server's handshake is confirmed as it completes (RFC 9001 §4.1.2); ngtcp2 calls
+  // handshake_confirmed for clients only.
+  if (ngtcp2_conn_is_server(conn_)) handshake_confirmed_ = true;
   gnutls_datum_t alpn{};
   if (gnutls_alpn_get_selected_protocol(session_, &alpn) == 0) {
     alpn_.assign(reinterpret_cast<const char*>(alpn.data), alpn.size);
@@ -487,6 +528,12 @@ bool Connection::write_streams(Timestamp now) {
   // room only for the path's size, the path stayed at 1,200 bytes for the connection's whole life.
   std::size_t max_udp = ngtcp2_conn_get_max_tx_udp_payload_size(conn_);
   std::size_t path_udp = ngtcp2_conn_get_path_max_tx_udp_payload_size(conn_);
+  if (route_payload_ != 0 && !handshake_confirmed_) {
+    // Until then the peer's max_udp_payload_size may not be known, and a peer that receives into
+    // buffers of its size would lose a larger handshake datagram; and ngtcp2 pads a datagram with an
+    // Initial packet to the whole buffer.
+    max_udp = path_udp = kMinPacket;
+  }
   if (path_udp > kMinPacket && !small_packets_) {
     // A route whose MTU fell below the discovered size drops every full packet, and ngtcp2 0.12
     // would go on sending them until the connection timed out (RFC 8899, section 4.3: black-hole
@@ -502,6 +549,7 @@ bool Connection::write_streams(Timestamp now) {
     }
   }
   if (small_packets_) max_udp = path_udp = kMinPacket;
+  buffer = buffer.first(std::min(buffer.size(), kMaxSendBytes));
   std::size_t max_packets = std::clamp<std::size_t>(ngtcp2_conn_get_send_quantum(conn_) / path_udp, 1,
                                                     std::min(kMaxPacketsPerFlush, buffer.size() / path_udp));
   ngtcp2_path_storage ps;

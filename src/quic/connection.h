@@ -82,6 +82,13 @@ struct TransportSettings {
   std::uint64_t initial_rtt = 10 * kMillisecond;
   // handshake_timeout: give up on a handshake after this long (ns).
   std::uint64_t handshake_timeout = 10 * kSecond;
+  // max_udp_payload: the largest UDP payload sent (bytes, 1,200 to 65,507). Path MTU discovery in
+  // ngtcp2 0.12 finds at most 1,452 bytes; where the route to the peer carries more than that
+  // (loopback, jumbo frames: net::route_mtu), a connection sends up to this much per datagram once
+  // its handshake is confirmed, as TCP takes its segment size from the route, and falls back to 1,200
+  // bytes if the path turns out to drop them. At or below 1,452 it caps discovery. The default puts
+  // four datagrams in one GSO batch.
+  std::size_t max_udp_payload = 16'000;
   // stream_window / connection_window: initial receive flow-control credit (bytes). Credit is given
   // back as the application consumes data, so these bound what a peer can have in flight.
   std::uint64_t stream_window = 4 * 1024 * 1024;
@@ -208,6 +215,7 @@ class Connection {
   std::string alpn_;
   PeerCertificate peer_certificate_;
   bool handshake_completed_ = false;
+  bool handshake_confirmed_ = false;  // RFC 9001 §4.1.2: no Initial or Handshake packet goes out any more
   State state_ = State::Open;
   std::unordered_map<StreamId, Stream> streams_;
   void set_queued_bytes(std::uint64_t bytes) { queued_bytes_.store(bytes, std::memory_order_relaxed); }
@@ -222,8 +230,11 @@ class Connection {
   net::EventLoop::TimerId timer_ = 0;
   Timestamp timer_deadline_ = 0;
   bool flush_scheduled_ = false;
-  // Path MTU black hole: the path stopped carrying the size discovery found, so every packet from
-  // then on is 1,200 bytes (ngtcp2 0.12 never lowers a discovered size itself).
+  // The datagram size taken from the route, without discovery, once the handshake is confirmed
+  // (TransportSettings::max_udp_payload); 0: Path MTU discovery sizes the packets.
+  std::size_t route_payload_ = 0;
+  // Path MTU black hole: the path stopped carrying the size discovery found or the route promised,
+  // so every packet from then on is 1,200 bytes (ngtcp2 0.12 never lowers a size itself).
   bool small_packets_ = false;
 };
 

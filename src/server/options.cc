@@ -69,6 +69,12 @@ ServerOptions::ServerOptions(CLI::App& app) : ttl_s_(static_cast<double>(config_
   app.add_option("--idle-timeout", idle_timeout_s_, "Seconds without packets before a connection is closed")
       ->capture_default_str()
       ->check(CLI::Range(1u, 3600u));
+  app.add_option("--max-udp-payload", config_.quic.transport.max_udp_payload,
+                 "Largest UDP datagram payload sent, in bytes. Where the route to a client carries more than Path "
+                 "MTU discovery can find (1452: loopback, jumbo frames) datagrams grow to this once the "
+                 "handshake is done; at or below 1452 it caps discovery")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1200}, std::size_t{65507}));
   core::RateLimits& rates = config_.rate_limits;
   const auto at_least_one = CLI::Range(std::uint64_t{1}, std::numeric_limits<std::uint64_t>::max());
   app.add_option("--rate-messages", rates.messages_per_second,

@@ -48,6 +48,7 @@ Result<std::unique_ptr<RawClient>, Error> RawClient::connect(RawClientOptions op
   quic::TransportSettings settings;
   settings.peer_bidi_streams = 0;
   settings.peer_uni_streams = options.native ? 64 : 0;  // the router's delivery lanes
+  settings.max_udp_payload = options.max_udp_payload;
 
   std::unique_ptr<RawClient> client(new RawClient(std::move(options)));
   client->tls_.emplace(std::move(*context));

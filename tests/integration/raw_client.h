@@ -56,6 +56,7 @@ struct RawClientOptions {
   std::string cert_file;    // client certificate and key to present (--auth mtls); empty: none
   std::string key_file;
   std::uint64_t features = 0;  // the Feature bits the registration announces
+  std::size_t max_udp_payload = quic::TransportSettings{}.max_udp_payload;
 };
 
 class RawClient final : public quic::ConnectionHandler {

@@ -20,23 +20,30 @@ namespace {
 
 // Before Path MTU Discovery confirms more, QUIC packets are at most 1,200 bytes.
 constexpr std::size_t kInitialPacketLimit = 1200;
+// The most Path MTU discovery finds in ngtcp2 0.12; with --max-udp-payload at it, both ends discover
+// the path even where its route (loopback here) carries more.
+constexpr std::size_t kDiscoveryLimit = 1452;
 
 // A router, a relay that counts the datagrams over 1,200 bytes each way (and drops those over
 // path_limit_, as a narrower path would), and a raw client registered as id 7 through the relay,
-// sending to itself so that both ends carry stream data.
+// sending to itself so that both ends carry stream data. Both ends send at most max_udp_payload.
 class ThroughRelay : public ::testing::Test {
  protected:
-  void start(std::size_t path_limit = std::numeric_limits<std::size_t>::max()) {
+  void start(std::size_t path_limit = std::numeric_limits<std::size_t>::max(),
+             std::size_t max_udp_payload = kDiscoveryLimit) {
     path_limit_ = path_limit;
-    ASSERT_TRUE(server_.start(with_args({"--rate-messages", "0", "--rate-bytes", "0"})));
+    ASSERT_TRUE(server_.start(with_args({"--rate-messages", "0", "--rate-bytes", "0", "--max-udp-payload",
+                                         std::to_string(max_udp_payload)})));
     auto relay = UdpRelay::start(server_.address(), "127.0.0.1", [this](UdpRelay::Direction to, auto bytes) {
+      const bool to_server = to == UdpRelay::Direction::ToServer;
+      std::atomic<std::size_t>& largest = to_server ? largest_to_server_ : largest_to_client_;
+      if (bytes.size() > largest) largest = bytes.size();
       if (bytes.size() > path_limit_) {
         ++dropped_;
         return UdpRelay::Verdict::Drop;
       }
-      if (bytes.size() > kInitialPacketLimit) {
-        ++(to == UdpRelay::Direction::ToServer ? large_to_server_ : large_to_client_);
-      }
+      if (bytes.size() > kInitialPacketLimit) ++(to_server ? large_to_server_ : large_to_client_);
+      if (bytes.size() > kDiscoveryLimit) ++(to_server ? larger_to_server_ : larger_to_client_);
       return UdpRelay::Verdict::Forward;
     });
     ASSERT_TRUE(relay) << relay.error().message;
@@ -44,6 +51,7 @@ class ThroughRelay : public ::testing::Test {
     RawClientOptions options = raw_options(server_);
     options.server = relay_->address();
     options.server_name = "localhost";  // through the relay, the address is not the certificate's name
+    options.max_udp_payload = max_udp_payload;
     auto client = RawClient::connect(options);
     ASSERT_TRUE(client) << client.error().message;
     client_ = std::move(*client);
@@ -70,8 +78,12 @@ class ThroughRelay : public ::testing::Test {
   std::uint64_t message_id_ = 0;
   // Declared before the relay, whose thread reads and counts into them until it stops.
   std::atomic<std::size_t> path_limit_ = std::numeric_limits<std::size_t>::max();
-  std::atomic<int> large_to_server_ = 0;
+  std::atomic<int> large_to_server_ = 0;  // over 1,200 bytes
   std::atomic<int> large_to_client_ = 0;
+  std::atomic<int> larger_to_server_ = 0;  // over 1,452 bytes
+  std::atomic<int> larger_to_client_ = 0;
+  std::atomic<std::size_t> largest_to_server_ = 0;  // dropped ones included
+  std::atomic<std::size_t> largest_to_client_ = 0;
   std::atomic<int> dropped_ = 0;
   ServerProcess server_;
   std::unique_ptr<UdpRelay> relay_;
@@ -149,6 +161,33 @@ TEST_F(ThroughRelay, APathThatShrinksAfterDiscoveryFallsBackTo1200Bytes) {
   EXPECT_LT(stalled, 5s) << "ngtcp2's idle timeout is 30 s: the fallback is what brought the message through";
   EXPECT_GT(dropped_, 0);
   // Both ends fell back: the client's 16 KiB messages reach the router, and its deliveries the client.
+  for (int k = 0; k < 20; ++k) ASSERT_TRUE(round_trip(2s)) << "after the fallback";
+}
+
+// Where the route carries more than discovery can find (loopback carries 64 KiB), both ends send
+// datagrams of up to --max-udp-payload once the handshake is confirmed, as TCP takes its segment
+// size from the route; the handshake itself stays within 1,200 bytes, which every peer receives.
+TEST_F(ThroughRelay, ARouteThatCarriesMoreGetsLargerDatagramsOnceTheHandshakeIsConfirmed) {
+  constexpr std::size_t kLimit = 9000;
+  ASSERT_NO_FATAL_FAILURE(start(std::numeric_limits<std::size_t>::max(), kLimit));
+  EXPECT_LE(largest_to_server_, kInitialPacketLimit) << "a datagram over 1,200 bytes before the registration";
+  EXPECT_LE(largest_to_client_, kInitialPacketLimit) << "a datagram over 1,200 bytes before the registration";
+  for (int k = 0; k < 10; ++k) ASSERT_TRUE(round_trip(2s));
+  // Each 16 KiB message goes both ways in two datagrams of up to 9,000 bytes.
+  EXPECT_GE(larger_to_server_, 10);
+  EXPECT_GE(larger_to_client_, 10);
+  EXPECT_LE(largest_to_server_, kLimit);
+  EXPECT_LE(largest_to_client_, kLimit);
+}
+
+// A route that promises more than the path carries (a jumbo-frame first hop before a smaller link):
+// the large datagrams are lost, and both ends fall back to 1,200 bytes as they would after discovery.
+TEST_F(ThroughRelay, APathNarrowerThanItsRouteFallsBackTo1200Bytes) {
+  ASSERT_NO_FATAL_FAILURE(start(1300, 16'000));
+  const auto first = std::chrono::steady_clock::now();
+  ASSERT_TRUE(round_trip(10s)) << "the first message on a path that drops what its route carries";
+  EXPECT_LT(std::chrono::steady_clock::now() - first, 5s) << "ngtcp2's idle timeout is 30 s: the fallback did it";
+  EXPECT_GT(dropped_, 0) << "no datagram larger than the path was sent: the test shows nothing";
   for (int k = 0; k < 20; ++k) ASSERT_TRUE(round_trip(2s)) << "after the fallback";
 }
 

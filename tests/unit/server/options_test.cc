@@ -93,6 +93,22 @@ TEST(ServerOptions, LogSegmentBytesDefaultTo64MiBAndAreBounded) {
   }
 }
 
+TEST(ServerOptions, MaxUdpPayloadDefaultsTo16000AndIsBounded) {
+  auto by_default = parse({});
+  ASSERT_TRUE(by_default.config) << by_default.parse_error;
+  EXPECT_EQ(by_default.config->quic.transport.max_udp_payload, 16'000u);
+  for (std::size_t allowed : {1200u, 1452u, 65507u}) {
+    auto set = parse({"--max-udp-payload", std::to_string(allowed)});
+    ASSERT_TRUE(set.config) << set.parse_error;
+    EXPECT_EQ(set.config->quic.transport.max_udp_payload, allowed);
+  }
+  for (const char* refused : {"1199", "65508", "-1"}) {
+    auto out_of_range = parse({"--max-udp-payload", refused});
+    EXPECT_FALSE(out_of_range.config) << refused;
+    EXPECT_NE(out_of_range.parse_error.find("--max-udp-payload"), std::string::npos) << out_of_range.parse_error;
+  }
+}
+
 TEST(ServerOptions, ProtocolFeaturesDefaultToAllAndCanBeTurnedOff) {
   const auto acks = static_cast<std::uint64_t>(wire::Feature::BatchedAcks);
   const auto replies = static_cast<std::uint64_t>(wire::Feature::BatchedReplies);
