@@ -12,6 +12,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <future>
@@ -67,6 +68,11 @@ struct ClientOptions {
   // keep_alive: ping the router after this long without traffic, so idle clients stay connected.
   std::chrono::milliseconds keep_alive{10000};
   std::chrono::milliseconds idle_timeout{30000};
+  // max_udp_payload: the largest UDP payload the client sends (bytes, 1,200 to 65,507), as the
+  // router's --max-udp-payload: where the route to the router carries more than Path MTU discovery
+  // finds (1,452 bytes; loopback, jumbo frames) datagrams grow to it once the handshake is confirmed;
+  // at or below 1,452 it caps discovery.
+  std::size_t max_udp_payload = 16'000;
   // auto_acknowledge: acknowledge each message to the router as soon as receive() returns it or the
   // message handler has run. Turn it off to acknowledge only once the message is safely processed
   // (acknowledge()); the router redelivers unacknowledged messages after a reconnect.

@@ -36,6 +36,7 @@ struct CommonFlags {
   std::string token_file;
   std::string cert_file;
   std::string key_file;
+  std::size_t max_udp_payload = debra::ClientOptions{}.max_udp_payload;
 
   void add_to(CLI::App& app) {
     app.add_option("--server", server, "Router address, HOST:PORT or [IPV6]:PORT")->capture_default_str();
@@ -51,6 +52,11 @@ struct CommonFlags {
     auto* key_option = app.add_option("--key", key_file, "PEM private key of --cert");
     cert_option->needs(key_option);
     key_option->needs(cert_option);
+    app.add_option("--max-udp-payload", max_udp_payload,
+                   "Largest UDP datagram payload sent, as the router's --max-udp-payload (at most 1452 where "
+                   "the route carries no more)")
+        ->capture_default_str()
+        ->check(CLI::Range(std::size_t{1200}, std::size_t{65507}));
   }
 
   // Reads --token-file into token; false (after saying why) if it cannot.
@@ -78,6 +84,7 @@ struct CommonFlags {
     options.token = token;
     options.cert_file = cert_file;
     options.key_file = key_file;
+    options.max_udp_payload = max_udp_payload;
     return options;
   }
 };

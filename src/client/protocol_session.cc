@@ -25,6 +25,7 @@ Result<ClientTransport, Error> make_client_transport(const ClientOptions& option
   settings.keep_alive = static_cast<std::uint64_t>(options.keep_alive.count()) * quic::kMillisecond;
   settings.peer_bidi_streams = 0;
   settings.peer_uni_streams = options.protocol == Protocol::Native ? kMaxDeliveryLanes : 0;
+  settings.max_udp_payload = options.max_udp_payload;
   return ClientTransport{*address, std::move(*context), settings};
 }
 

@@ -303,6 +303,40 @@ TEST(HeapRelease, TheFreeHeapGoesBackToTheKernelOnceAStormOfConnectionsIsOver) {
   EXPECT_EQ(kept.page.value("debra_heap_releases_total"), 0) << "a threshold of 0 is never";
 }
 
+// The router's datagrams received per message at 16 KiB × 1 pair, with --max-udp-payload at
+// max_udp_payload on both ends.
+double datagrams_per_message(const std::string& max_udp_payload) {
+  ServerProcess server;
+  if (!server.start(unlimited({"--metrics-listen", "127.0.0.1:0", "--max-udp-payload", max_udp_payload}))) {
+    ADD_FAILURE() << "no router";
+    return 0;
+  }
+  std::map<std::string, std::string> report;
+  auto run = run_bench(server, {"--pairs", "1", "--size", "16384", "--duration", "0.5", "--warmup", "0.2",
+                                "--max-udp-payload", max_udp_payload},
+                       report);
+  EXPECT_EQ(run.exit_code, 0) << run.describe();
+  EXPECT_EQ(report["lost"], "0") << run.describe();
+  auto page = scrape_metrics(server);
+  if (!page) {
+    ADD_FAILURE() << page.error().message;
+    return 0;
+  }
+  const double messages = page->value("debra_messages_in_total");
+  EXPECT_GT(messages, 0) << page->text;
+  return messages > 0 ? page->value("debra_datagrams_received_total") / messages : 0;
+}
+
+// On loopback, whose route carries 64 KiB, a 16 KiB message takes two datagrams of the default
+// 16,000 bytes; with both ends held to what Path MTU discovery finds (1,452 bytes), about twelve.
+TEST(BenchIntegration, DatagramsGrowToWhatTheRouteCarries) {
+  const double capped = datagrams_per_message("1452");
+  const double by_route = datagrams_per_message("16000");
+  std::printf("the router's datagrams received per message: %.2f at 1,452 bytes, %.2f at 16,000\n", capped, by_route);
+  EXPECT_GE(capped, 10.0);
+  EXPECT_LE(by_route, 4.0);
+}
+
 TEST(BenchIntegration, RefusesOneTokenForManyIds) {
   auto run = run_cli({"bench", "--token", "v1.1.2.x", "--duration", "1"});
   EXPECT_EQ(run.exit_code, 2) << run.describe();
